@@ -1,0 +1,80 @@
+"""Multiply-accumulates (MACs) and parameters: per block, in total, and per image as spent.
+
+MACs are counted from each convolution's and linear layer's shapes during one forward pass
+(forward hooks), which also tells how cost splits across blocks; the tests cross-check the totals
+against ``torch.utils.flop_counter.FlopCounterMode`` (which counts 2 FLOPs per MAC). BatchNorm,
+ReLU, pooling and additions are not counted, as in the papers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NetworkCost:
+    """Per-image MACs and parameter counts of a backbone's stem, blocks and head."""
+
+    stem_macs: int
+    block_macs: tuple[int, ...]
+    head_macs: int
+    stem_params: int
+    block_params: tuple[int, ...]
+    head_params: int
+
+    @property
+    def total_macs(self) -> int:
+        return self.stem_macs + sum(self.block_macs) + self.head_macs
+
+    @property
+    def total_params(self) -> int:
+        return self.stem_params + sum(self.block_params) + self.head_params
+
+    def spent_macs(self, decisions: torch.Tensor) -> torch.Tensor:
+        """MACs each image spends given its (batch, num_blocks) decisions (1 = run, 0 = skip):
+        the stem and the head always run, a skipped block costs nothing."""
+        if decisions.dim() != 2 or decisions.shape[1] != len(self.block_macs):
+            raise ValueError(f"decisions must have shape (batch, {len(self.block_macs)}), "
+                             f"got {tuple(decisions.shape)}")
+        per_block = torch.tensor(self.block_macs, dtype=torch.float64, device=decisions.device)
+        return self.stem_macs + self.head_macs + decisions.to(torch.float64) @ per_block
+
+
+def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """MACs of one convolution or linear layer for the output it produced (per image)."""
+    per_image = output[0].numel()
+    if isinstance(module, nn.Conv2d):
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        return per_image * module.in_channels // module.groups * kernel
+    if isinstance(module, nn.Linear):
+        return per_image * module.in_features
+    raise TypeError(f"no MAC count for {type(module).__name__}")
+
+
+def network_cost(net: nn.Module, image_size: int = 32) -> NetworkCost:
+    """Count the MACs of ``net`` (stem, blocks, head) for one image of ``image_size`` squared."""
+    parts = {"stem": net.stem, **{f"block{k}": b for k, b in enumerate(net.blocks)}, "head": net.head}
+    macs = dict.fromkeys(parts, 0)
+    handles = []
+    for part, container in parts.items():
+        for module in container.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                def count(module, inputs, output, part=part):
+                    macs[part] += layer_macs(module, output)
+                handles.append(module.register_forward_hook(count))
+    parameter = next(net.parameters())
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros(1, 3, image_size, image_size, device=parameter.device))
+    finally:
+        net.train(was_training)
+        for handle in handles:
+            handle.remove()
+    params = {part: sum(p.numel() for p in container.parameters()) for part, container in parts.items()}
+    blocks = [f"block{k}" for k in range(len(net.blocks))]
+    return NetworkCost(macs["stem"], tuple(macs[b] for b in blocks), macs["head"],
+                       params["stem"], tuple(params[b] for b in blocks), params["head"])

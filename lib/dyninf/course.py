@@ -1,0 +1,96 @@
+"""Run the course: execute every notebook in order with papermill, render HTML, write the report.
+
+    python -m dyninf.course --profile quick --out build [notebooks/00_resnet_baseline.ipynb ...]
+
+Writes ``<out>/<notebook>.ipynb`` (executed), ``<out>/<notebook>.html``,
+``<out>/metrics/<notebook>.json`` and ``<out>/REPORT.md``. Stops at the first notebook that fails
+(later notebooks build on earlier ones), still writing the report, and exits non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dyninf.io import atomic_write_text
+from dyninf.paths import build_dir, course_root
+from dyninf.profiles import PROFILES
+from dyninf.report import render_report
+
+
+def notebooks_in_order() -> list[Path]:
+    return sorted((course_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute_notebook(notebook: Path, out_dir: Path, profile: str = "quick",
+                     log_output: bool = False) -> Path:
+    """Execute ``notebook`` on a fresh kernel, in its own folder, with ``profile``; the executed
+    copy goes to ``out_dir`` and its metrics to ``out_dir/metrics/<name>.json``."""
+    import papermill
+
+    notebook = Path(notebook).resolve()
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / notebook.name
+    papermill.execute_notebook(
+        str(notebook), str(executed), cwd=str(notebook.parent), kernel_name="python3",
+        parameters={"profile": profile,
+                    "metrics_path": str(out_dir / "metrics" / f"{notebook.stem}.json")},
+        progress_bar=False, log_output=log_output)
+    return executed
+
+
+def render_html(executed: Path) -> Path:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(executed))
+    html = executed.with_suffix(".html")
+    atomic_write_text(html, body)
+    return html
+
+
+def run_course(profile: str, out_dir: Path, notebooks: list[Path] | None = None) -> bool:
+    """Execute ``notebooks`` (default: all, in order); write the report; True if all succeeded."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
+    notebooks = notebooks or notebooks_in_order()
+    runs, ok = [], True
+    for notebook in notebooks:
+        print(f"[course] {notebook.name} ({profile} profile)", flush=True)
+        metrics_file = out_dir / "metrics" / f"{notebook.stem}.json"
+        metrics_file.unlink(missing_ok=True)  # never report a previous run's numbers
+        start = time.perf_counter()
+        status = "ok"
+        try:
+            executed = execute_notebook(notebook, out_dir, profile, log_output=True)
+        except Exception as error:  # papermill's error carries the failing cell; report, then stop
+            print(f"[course] {notebook.name} failed: {error}", file=sys.stderr)
+            executed, status, ok = out_dir / notebook.name, "FAILED", False
+        seconds = time.perf_counter() - start
+        if executed.exists():
+            render_html(executed)
+        runs.append({"notebook": notebook.stem, "status": status, "seconds": seconds,
+                     "executed": executed.name, "html": executed.with_suffix(".html").name,
+                     "metrics": json.loads(metrics_file.read_text()) if ok and metrics_file.exists()
+                     else None})
+        print(f"[course] {notebook.name}: {status} in {seconds:.0f} s", flush=True)
+        if not ok:
+            break
+    atomic_write_text(out_dir / "REPORT.md", render_report(runs))
+    print(f"[course] report: {out_dir / 'REPORT.md'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    parser.add_argument("--out", type=Path, default=build_dir())
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    args = parser.parse_args(argv)
+    return 0 if run_course(args.profile, args.out, args.notebooks or None) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

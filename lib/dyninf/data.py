@@ -1,0 +1,274 @@
+"""CIFAR-10 as in-memory uint8 tensors: found, decoded once, cached atomically, checked.
+
+Where the images come from, in order:
+1. the cache ``data/cifar10/cifar10-uint8.pt`` (decoded earlier; under a second to load);
+2. ``source`` (argument) or the environment variable ``CIFAR10_SOURCE``: an ImageFolder-layout
+   folder or ``.tar.gz`` with ``train/<class>/*`` and ``test/<class>/*`` (any image PIL reads);
+3. torchvision's ``CIFAR10(download=True)`` when the machine is online.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dyninf.io import atomic_torch_save
+from dyninf.paths import data_dir
+
+# torchvision's order; labels are indices into this tuple.
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+CIFAR10_PER_CLASS = {"train": 5000, "test": 1000}
+IMAGE_SHAPE = (3, 32, 32)
+SOURCE_VARIABLE = "CIFAR10_SOURCE"
+_CACHE_FORMAT = 1
+_SPLITS = ("train", "test")
+
+
+@dataclass
+class ImageDataset:
+    """A labelled image classification data set held in memory.
+
+    Images are uint8 tensors of shape (N, 3, H, W); labels are int64 class indices into ``classes``.
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return (f"ImageDataset({len(self.classes)} classes, train {tuple(self.train_images.shape)}, "
+                f"test {tuple(self.test_images.shape)})")
+
+    def subset(self, train_per_class: int | None, test_per_class: int | None,
+               seed: int = 0) -> "ImageDataset":
+        """A class-balanced random subset (``None`` keeps a split whole), the same for the same seed."""
+        generator = torch.Generator().manual_seed(seed)
+        train = _balanced_indices(self.train_labels, train_per_class, len(self.classes), generator)
+        test = _balanced_indices(self.test_labels, test_per_class, len(self.classes), generator)
+        return ImageDataset(self.train_images[train], self.train_labels[train],
+                            self.test_images[test], self.test_labels[test], self.classes)
+
+
+def _balanced_indices(labels: torch.Tensor, per_class: int | None, num_classes: int,
+                      generator: torch.Generator) -> torch.Tensor:
+    if per_class is None:
+        return torch.arange(len(labels))
+    chosen = []
+    for label in range(num_classes):
+        members = (labels == label).nonzero().squeeze(1)
+        if len(members) < per_class:
+            raise ValueError(f"class {label} has {len(members)} images, fewer than the "
+                             f"{per_class} per class asked for")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(chosen).sort().values
+
+
+def load_cifar10(source: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> ImageDataset:
+    """CIFAR-10 as uint8 tensors (see the module docstring for where it comes from)."""
+    cache_path = Path(cache_dir or data_dir() / "cifar10") / "cifar10-uint8.pt"
+    if cache_path.exists():
+        cached = read_cache(cache_path)
+        if cached is not None:
+            return cached
+        warnings.warn(f"the CIFAR-10 cache {cache_path} is damaged; rebuilding it")
+    source = source or os.environ.get(SOURCE_VARIABLE)
+    if source:
+        dataset = read_image_folder(source)
+    else:
+        dataset = _download_with_torchvision(cache_path.parent)
+    check_cifar10(dataset)
+    write_cache(dataset, cache_path)
+    return dataset
+
+
+def check_cifar10(dataset: ImageDataset) -> None:
+    """Raise ValueError unless ``dataset`` is all of CIFAR-10: shapes, class order, balanced counts."""
+    if tuple(dataset.classes) != CIFAR10_CLASSES:
+        raise ValueError(f"expected the CIFAR-10 classes {CIFAR10_CLASSES}, got {dataset.classes}")
+    for split in _SPLITS:
+        images, labels = getattr(dataset, f"{split}_images"), getattr(dataset, f"{split}_labels")
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != IMAGE_SHAPE:
+            raise ValueError(f"expected {split} images as uint8 (N, 3, 32, 32), "
+                             f"got {images.dtype} {tuple(images.shape)}")
+        counts = torch.bincount(labels, minlength=len(CIFAR10_CLASSES)).tolist()
+        expected = CIFAR10_PER_CLASS[split]
+        if counts != [expected] * len(CIFAR10_CLASSES):
+            raise ValueError(f"expected {expected} {split} images per class "
+                             f"({expected * len(CIFAR10_CLASSES)} in all), got {counts}")
+
+
+# --- Reading an ImageFolder-layout folder or archive -------------------------------------------
+
+def read_image_folder(source: str | os.PathLike,
+                      classes: Iterable[str] = CIFAR10_CLASSES) -> ImageDataset:
+    """Decode ``train/<class>/*`` and ``test/<class>/*`` from a folder or a ``.tar.gz``.
+
+    Images are sorted by split, class (in the order of ``classes``) and file name.
+    """
+    source = Path(source)
+    classes = tuple(classes)
+    if source.is_dir():
+        entries = _folder_entries(source)
+    elif source.is_file():
+        entries = _archive_entries(source)
+    else:
+        raise FileNotFoundError(f"CIFAR-10 source {source} does not exist; expected a folder or "
+                                f".tar.gz with train/<class>/* and test/<class>/*")
+    found: dict[str, list[tuple[int, str, np.ndarray]]] = {split: [] for split in _SPLITS}
+    unknown = set()
+    for split, class_name, name, read in entries:
+        if class_name not in classes:
+            unknown.add(class_name)
+            continue
+        found[split].append((classes.index(class_name), name, _decode(read(), f"{source}: {name}")))
+    if unknown:
+        raise ValueError(f"{source} has class folders {sorted(unknown)} that are not among the "
+                         f"expected classes {classes}")
+    arrays = {}
+    for split in _SPLITS:
+        if not found[split]:
+            raise ValueError(f"{source} holds no images under {split}/<class>/; expected an "
+                             f"ImageFolder layout train/<class>/*, test/<class>/*")
+        found[split].sort(key=lambda item: (item[0], item[1]))
+        arrays[f"{split}_images"] = torch.from_numpy(
+            np.stack([image for _, _, image in found[split]])).permute(0, 3, 1, 2).contiguous()
+        arrays[f"{split}_labels"] = torch.tensor([label for label, _, _ in found[split]],
+                                                 dtype=torch.int64)
+    return ImageDataset(classes=classes, **arrays)
+
+
+def _split_path(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    """(split, class) for a path ``.../<split>/<class>/<file>``, else None."""
+    if len(parts) >= 3 and parts[-3] in _SPLITS and not parts[-1].startswith("."):
+        return parts[-3], parts[-2]
+    return None
+
+
+def _folder_entries(root: Path) -> Iterator:
+    for path in sorted(root.rglob("*")):
+        where = _split_path(path.relative_to(root).parts) if path.is_file() else None
+        if where:
+            yield (*where, str(path.relative_to(root)), path.read_bytes)
+
+
+def _archive_entries(archive: Path) -> Iterator:
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                where = _split_path(PurePosixPath(member.name).parts) if member.isfile() else None
+                if where:
+                    data = tar.extractfile(member).read()
+                    yield (*where, member.name, lambda data=data: data)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise ValueError(f"cannot read the CIFAR-10 archive {archive} ({error}); expected a .tar.gz "
+                         f"with train/<class>/* and test/<class>/*") from error
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            array = np.asarray(image.convert("RGB"))
+    except Exception as error:  # PIL raises many types for broken files
+        raise ValueError(f"cannot decode the image {name}: {error}") from error
+    if array.shape[:2] != IMAGE_SHAPE[1:]:
+        raise ValueError(f"expected 32x32 images, {name} is {array.shape[1]}x{array.shape[0]}")
+    return array
+
+
+def _download_with_torchvision(cache_dir: Path) -> ImageDataset:
+    from torchvision.datasets import CIFAR10
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Download into a temporary folder so that a broken download never stays on disk.
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
+        try:
+            splits = {split: CIFAR10(tmp, train=(split == "train"), download=True)
+                      for split in _SPLITS}
+        except Exception as error:
+            raise RuntimeError(
+                f"CIFAR-10 is not cached in {cache_dir} and could not be downloaded ({error}). "
+                f"Either set the environment variable {SOURCE_VARIABLE} (or pass source=) to an "
+                f"ImageFolder-layout folder or .tar.gz (train/<class>/*, test/<class>/*), or run "
+                f"once on a machine that can reach the internet so torchvision downloads it."
+            ) from error
+    arrays = {}
+    for split, dataset in splits.items():
+        arrays[f"{split}_images"] = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+        arrays[f"{split}_labels"] = torch.tensor(dataset.targets, dtype=torch.int64)
+    return ImageDataset(classes=tuple(splits["train"].classes), **arrays)
+
+
+# --- The cache ------------------------------------------------------------------------------------
+
+def _checksum(tensors: Iterable[torch.Tensor]) -> int:
+    value = 0
+    for tensor in tensors:
+        value = zlib.crc32(tensor.contiguous().numpy().tobytes(), value)
+    return value
+
+
+def _tensors(dataset: ImageDataset) -> list[torch.Tensor]:
+    return [dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels]
+
+
+def write_cache(dataset: ImageDataset, path: str | os.PathLike) -> None:
+    """Save ``dataset`` with a checksum; written to a temporary file first, then renamed."""
+    path = Path(path)
+    payload = {"format": _CACHE_FORMAT, "classes": list(dataset.classes),
+               "checksum": _checksum(_tensors(dataset)),
+               **{name: getattr(dataset, name) for name in
+                  ("train_images", "train_labels", "test_images", "test_labels")}}
+    atomic_torch_save(payload, path)
+
+
+def read_cache(path: str | os.PathLike) -> ImageDataset | None:
+    """The cached data set, or None when the file is missing, unreadable or fails its checksum."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        dataset = ImageDataset(payload["train_images"], payload["train_labels"],
+                               payload["test_images"], payload["test_labels"],
+                               tuple(payload["classes"]))
+        if payload["format"] == _CACHE_FORMAT and payload["checksum"] == _checksum(_tensors(dataset)):
+            return dataset
+    except Exception:  # a damaged file can fail in many ways; all mean "rebuild"
+        pass
+    return None
+
+
+# --- A tiny synthetic data set for fast tests ------------------------------------------------------
+
+def synthetic_dataset(train_per_class: int = 32, test_per_class: int = 8, num_classes: int = 10,
+                      seed: int = 0) -> ImageDataset:
+    """Learnable 32x32 images: each class has its own colour and stripe direction, plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    colours = torch.rand(num_classes, 3, 1, 1, generator=generator) * 160 + 48
+    ramp = torch.linspace(-40, 40, 32)
+
+    def make(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(num_classes).repeat_interleave(per_class)
+        stripes = torch.stack([ramp.view(1, 32).expand(32, 32) if c % 2 else
+                               ramp.view(32, 1).expand(32, 32) for c in labels.tolist()])
+        noise = torch.randn(len(labels), 3, 32, 32, generator=generator) * 20
+        images = colours[labels] + stripes.unsqueeze(1) + noise
+        return images.clamp(0, 255).to(torch.uint8), labels
+
+    train_images, train_labels = make(train_per_class)
+    test_images, test_labels = make(test_per_class)
+    return ImageDataset(train_images, train_labels, test_images, test_labels,
+                        tuple(f"class{c}" for c in range(num_classes)))

@@ -1,0 +1,9 @@
+"""Deciders: whatever tells the shared backbone which blocks to run for each image.
+
+Every method of the course is the same residual network with a different decider:
+a fixed tensor (this module), a random decider (stochastic depth), a local gate per block (AIG),
+a global policy (BlockDrop) and a global gater over filters (GaterNet).
+"""
+from dyninf.deciders.base import BlockDecider, FixedDecisions, as_decider, random_decisions
+
+__all__ = ["BlockDecider", "FixedDecisions", "as_decider", "random_decisions"]

@@ -1,0 +1,43 @@
+"""The decider interface the backbone calls before each residual block."""
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import torch
+
+# A decider is called as decider(block_index, block_input) and returns a (batch,) tensor:
+# 1 = run block ``block_index`` for that image, 0 = skip it. Local gates (AIG) look at
+# ``block_input``; global deciders (BlockDrop, a fixed tensor) ignore it.
+BlockDecider = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+class FixedDecisions:
+    """Decisions known before the forward pass: a (batch, num_blocks) tensor."""
+
+    def __init__(self, decisions: torch.Tensor, batch: int, num_blocks: int):
+        if decisions.dim() != 2 or tuple(decisions.shape) != (batch, num_blocks):
+            raise ValueError(f"decisions must have shape (batch, num_blocks) = "
+                             f"({batch}, {num_blocks}), got {tuple(decisions.shape)}")
+        self.decisions = decisions
+
+    def __call__(self, block_index: int, block_input: torch.Tensor) -> torch.Tensor:
+        return self.decisions[:, block_index]
+
+
+def as_decider(decisions: Union[None, torch.Tensor, BlockDecider], batch: int,
+               num_blocks: int) -> BlockDecider | None:
+    """None (run everything), a (batch, num_blocks) tensor, or a decider, as a decider."""
+    if decisions is None or callable(decisions) and not isinstance(decisions, torch.Tensor):
+        return decisions
+    if isinstance(decisions, torch.Tensor):
+        return FixedDecisions(decisions, batch, num_blocks)
+    raise TypeError(f"decisions must be None, a (batch, num_blocks) tensor or a decider "
+                    f"called as decider(block_index, block_input); got {type(decisions).__name__}")
+
+
+def random_decisions(batch: int, num_blocks: int, keep: float, seed: int = 0) -> torch.Tensor:
+    """Independent Bernoulli(``keep``) run/skip decisions, (batch, num_blocks), as float 0/1."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(torch.full((batch, num_blocks), float(keep)), generator=generator)

@@ -1,0 +1,25 @@
+"""Wall-clock latency of a forward pass, measured with ``torch.utils.benchmark``."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils import benchmark
+
+
+def measure_latency(net: nn.Module, batch_size: int, *, decisions: torch.Tensor | None = None,
+                    mode: str = "masked", device: torch.device | str = "cpu",
+                    image_size: int = 32, min_run_time: float = 0.5) -> float:
+    """Median seconds for one eval-mode forward pass of a random batch of ``batch_size`` images,
+    using all of PyTorch's threads (``benchmark.Timer`` defaults to one)."""
+    device = torch.device(device)
+    net = net.to(device).eval()
+    images = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    images = images.contiguous(memory_format=torch.channels_last)
+    if decisions is not None:
+        decisions = decisions.to(device)
+    timer = benchmark.Timer(
+        stmt="with torch.no_grad(): net(images, decisions=decisions, mode=mode)",
+        globals={"torch": torch, "net": net, "images": images, "decisions": decisions,
+                 "mode": mode},
+        num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median

@@ -1,0 +1,27 @@
+"""Where the course keeps data sets, trained runs and built artefacts."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def course_root() -> Path:
+    """The course checkout: ``$DYNINF_HOME``, else the repository this package lives in, else cwd."""
+    if "DYNINF_HOME" in os.environ:
+        return Path(os.environ["DYNINF_HOME"]).resolve()
+    repo = Path(__file__).resolve().parents[2]  # lib/dyninf/paths.py -> repository root
+    if (repo / "pyproject.toml").is_file() and (repo / "notebooks").is_dir():
+        return repo
+    return Path.cwd()
+
+
+def data_dir() -> Path:
+    return course_root() / "data"
+
+
+def runs_dir() -> Path:
+    return course_root() / "runs"
+
+
+def build_dir() -> Path:
+    return course_root() / "build"

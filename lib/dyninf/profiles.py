@@ -1,0 +1,68 @@
+"""Named settings that every notebook's papermill parameter ``profile`` selects.
+
+* ``quick``: the default and what CI runs; a laptop CPU (2 cores suffice), a class-balanced CIFAR-10
+  subset, ResNet-20, a few epochs: every notebook in under 4 minutes.
+* ``standard``: one GPU, all of CIFAR-10, about 15 minutes a notebook.
+* ``paper``: the papers' depth and schedule; hours to days on one GPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from dyninf.data import ImageDataset, load_cifar10
+from dyninf.train import TrainConfig, default_device
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    needs: str                      # hardware and time, stated in every notebook's first cell
+    depth: int                      # the baseline ResNet's depth
+    train_per_class: int | None     # class-balanced training subset (None = all 5,000 per class)
+    test_per_class: int | None      # class-balanced test subset (None = all 1,000 per class)
+    train: TrainConfig
+    latency_batch_sizes: tuple[int, ...] = (1, 256)
+    device: torch.device = field(default_factory=default_device)
+
+    def load_data(self) -> ImageDataset:
+        """CIFAR-10, cut to this profile's class-balanced subset (the same one every time)."""
+        return load_cifar10().subset(self.train_per_class, self.test_per_class, seed=self.train.seed)
+
+    @property
+    def runs(self) -> str:
+        """Sub-folder of ``runs/`` that holds this profile's trained networks."""
+        return self.name
+
+
+PROFILES = {
+    "quick": Profile(
+        name="quick", needs="CPU (2 cores are enough), about 3 minutes per notebook",
+        depth=20, train_per_class=1000, test_per_class=200,
+        train=TrainConfig(epochs=8, batch_size=128, lr=0.2, schedule="onecycle",
+                          weight_decay=5e-4),
+    ),
+    "standard": Profile(
+        name="standard", needs="one GPU, about 15 minutes per notebook",
+        depth=32, train_per_class=None, test_per_class=None,
+        train=TrainConfig(epochs=60, batch_size=128, lr=0.2, schedule="onecycle",
+                          weight_decay=5e-4),
+    ),
+    "paper": Profile(
+        # He et al. 2016, Sec. 4.2: lr 0.1, /10 at 32k and 48k of 64k iterations (~164 epochs at
+        # batch 128), weight decay 1e-4, momentum 0.9.
+        name="paper", needs="one GPU, several hours per notebook (the papers' schedules)",
+        depth=110, train_per_class=None, test_per_class=None,
+        train=TrainConfig(epochs=164, batch_size=128, lr=0.1, schedule="step",
+                          milestones=(0.5, 0.75), weight_decay=1e-4),
+    ),
+}
+
+
+def get_profile(name: str, device: torch.device | str | None = None) -> Profile:
+    """The profile called ``name``, on ``device`` (default: CUDA when present, else the CPU)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    return replace(profile, device=torch.device(device)) if device else profile

@@ -1,0 +1,227 @@
+"""The one training loop every notebook uses.
+
+SGD with (Nesterov) momentum and weight decay; a one-cycle schedule for short runs or the papers'
+step schedule; extra loss terms through hooks; bf16 autocast on CUDA; channels_last memory layout;
+tqdm progress; a checkpoint after every epoch, from which an interrupted run resumes by itself;
+a per-epoch history returned as a table and written as JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from dyninf.batches import Batches, normalize
+from dyninf.data import ImageDataset
+from dyninf.io import atomic_torch_save, atomic_write_text
+
+SCHEDULES = ("onecycle", "step")
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.json"
+
+# forward(model, images, **kwargs) -> logits; extra loss: (model, images, labels, logits) -> scalar
+Forward = Callable[..., torch.Tensor]
+ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1                 # peak rate for one-cycle, initial rate for step
+    schedule: str = "onecycle"
+    milestones: tuple[float, ...] = (0.5, 0.75)   # step schedule: fractions of the epochs
+    gamma: float = 0.1              # step schedule: factor at each milestone
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    nesterov: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"epochs, batch_size and lr must be positive, got {self}")
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           nesterov=config.nesterov, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-iteration learning-rate schedule over the whole run."""
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    milestones = [round(f * config.epochs) * steps_per_epoch for f in config.milestones]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.gamma)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _plain_forward(model: nn.Module, images: torch.Tensor, **kwargs) -> torch.Tensor:
+    return model(images, **kwargs)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500,
+            device: torch.device | str | None = None, forward: Forward | None = None,
+            **forward_kwargs) -> torch.Tensor:
+    """Eval-mode logits (on the CPU) for uint8 images; ``forward_kwargs`` go to the model, and a
+    ``decisions`` tensor among them is sliced along with the images."""
+    device = torch.device(device) if device else next(model.parameters()).device
+    forward = forward or _plain_forward
+    model.eval()
+    decisions = forward_kwargs.pop("decisions", None)
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = normalize(images[start:start + batch_size].to(device))
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        if isinstance(decisions, torch.Tensor):
+            forward_kwargs["decisions"] = decisions[start:start + batch_size].to(device)
+        elif decisions is not None:
+            forward_kwargs["decisions"] = decisions
+        with _autocast(device):
+            outputs.append(forward(model, batch, **forward_kwargs).float().cpu())
+    return torch.cat(outputs)
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             **predict_kwargs) -> dict[str, float]:
+    """Test loss and accuracy (in [0, 1]) of ``model`` on uint8 ``images``."""
+    logits = predict(model, images, **predict_kwargs)
+    return {"loss": F.cross_entropy(logits, labels).item(),
+            "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+
+
+def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
+        run_dir: str | os.PathLike | None = None, *, device: torch.device | str | None = None,
+        forward: Forward | None = None, extra_losses: Mapping[str, ExtraLoss] | None = None,
+        progress: bool = True, description: str = "training") -> pd.DataFrame:
+    """Train ``model`` on ``data`` and return its per-epoch history.
+
+    With ``run_dir``, a checkpoint is written after every epoch and a later call with the same
+    configuration resumes from it (or, if the run is complete, loads the trained weights and
+    returns the stored history at once). A different configuration there is an error.
+    ``extra_losses`` are added to the cross-entropy and logged under their names.
+    """
+    device = torch.device(device) if device else default_device()
+    forward = forward or _plain_forward
+    extra_losses = dict(extra_losses or {})
+    model.to(device=device, memory_format=torch.channels_last)
+    train_batches = Batches(data.train_images, data.train_labels, config.batch_size, train=True,
+                            device=device, seed=config.seed)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, len(train_batches))
+    history: list[dict] = []
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None and (run_dir / CHECKPOINT).exists():
+        history = _resume(run_dir, config, model, optimizer, scheduler, device)
+    else:
+        seed_everything(config.seed)
+
+    epochs = tqdm(range(config.epochs), desc=description, initial=len(history),
+                  total=config.epochs, disable=not progress, unit="epoch")
+    for epoch in range(len(history), config.epochs):
+        row = _train_one_epoch(model, train_batches, epoch, optimizer, scheduler, forward,
+                               extra_losses, device, progress)
+        scores = evaluate(model, data.test_images, data.test_labels, device=device,
+                          forward=forward)
+        row.update(test_loss=scores["loss"], test_accuracy=scores["accuracy"])
+        history.append(row)
+        epochs.update(1)
+        epochs.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_accuracy']:.3f}",
+                           test_acc=f"{row['test_accuracy']:.3f}")
+        if run_dir is not None:
+            _save_checkpoint(run_dir, config, model, optimizer, scheduler, history)
+    epochs.close()
+    model.eval()
+    return pd.DataFrame(history)
+
+
+def _train_one_epoch(model, batches, epoch, optimizer, scheduler, forward, extra_losses, device,
+                     progress) -> dict:
+    model.train()
+    sums = {"loss": 0.0, "correct": 0.0, **{name: 0.0 for name in extra_losses}}
+    seen = 0
+    start = time.perf_counter()
+    bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
+               disable=not progress, unit="batch")
+    for images, labels in bar:
+        with _autocast(device):
+            logits = forward(model, images)
+            loss = F.cross_entropy(logits, labels)
+            extras = {name: term(model, images, labels, logits) for name, term in extra_losses.items()}
+            total = loss + sum(extras.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this batch used
+        scheduler.step()
+        n = len(labels)
+        seen += n
+        sums["loss"] += loss.item() * n
+        sums["correct"] += (logits.argmax(1) == labels).sum().item()
+        for name, value in extras.items():
+            sums[name] += value.item() * n
+        bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{sums['correct'] / seen:.3f}")
+    row = {"epoch": epoch + 1, "lr": lr,
+           "train_loss": sums["loss"] / seen, "train_accuracy": sums["correct"] / seen,
+           "seconds": time.perf_counter() - start}
+    row.update({name: sums[name] / seen for name in extra_losses})
+    return row
+
+
+def _save_checkpoint(run_dir, config, model, optimizer, scheduler, history) -> None:
+    state = {"config": asdict(config), "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "history": history, "rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    atomic_torch_save(state, run_dir / CHECKPOINT)
+    atomic_write_text(run_dir / HISTORY, json.dumps(history, indent=1))
+
+
+def _resume(run_dir, config, model, optimizer, scheduler, device) -> list[dict]:
+    state = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
+    saved = TrainConfig(**state["config"])
+    if saved != config:
+        raise ValueError(f"{run_dir} holds a run with another configuration ({saved}); delete that "
+                         f"folder or choose another run_dir to train with {config}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"].cpu())
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    return list(state["history"])
+
+
+def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
+    return pd.DataFrame(json.loads((Path(run_dir) / HISTORY).read_text()))

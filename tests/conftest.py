@@ -1,0 +1,51 @@
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dyninf.data import CIFAR10_CLASSES
+
+
+def class_colour(label: int, index: int) -> tuple[int, int, int]:
+    """A distinct, known colour for image ``index`` of class ``label``."""
+    return (20 * label, 7 * index, 255 - 20 * label)
+
+
+def write_image_folder(root: Path, per_class: dict[str, int], classes=CIFAR10_CLASSES,
+                       size=(32, 32), fmt="PNG") -> Path:
+    """An ImageFolder tree root/<split>/<class>/<i>.png of solid, known colours."""
+    for split, count in per_class.items():
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                Image.new("RGB", size, class_colour(label, index)).save(
+                    folder / f"{index:04d}.{fmt.lower()}", fmt)
+    return root
+
+
+def tar_folder(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+    return archive
+
+
+@pytest.fixture
+def tiny_folder(tmp_path) -> Path:
+    return write_image_folder(tmp_path / "tiny", {"train": 3, "test": 2})
+
+
+@pytest.fixture
+def tiny_archive(tiny_folder, tmp_path) -> Path:
+    return tar_folder(tiny_folder, tmp_path / "tiny.tar.gz")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)

@@ -1,0 +1,173 @@
+import pytest
+import torch
+
+from dyninf.backbones import BasicBlock, cifar_resnet
+from dyninf.deciders import random_decisions
+
+
+def _images(batch=6, size=32):
+    return torch.randn(batch, 3, size, size)
+
+
+def _trained_like(depth=20):
+    """A network whose BatchNorm statistics are not the identity, in eval mode."""
+    net = cifar_resnet(depth)
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(_images(16))
+    return net.eval()
+
+
+@pytest.mark.parametrize("depth", [21, 7, 2, 19.0, "20"])
+def test_wrong_depth_is_a_clear_error(depth):
+    with pytest.raises(ValueError, match=r"6n \+ 2"):
+        cifar_resnet(depth)
+
+
+@pytest.mark.parametrize("depth,blocks", [(8, 3), (20, 9), (32, 15), (56, 27), (110, 54)])
+def test_block_counts(depth, blocks):
+    net = cifar_resnet(depth)
+    n = blocks // 3
+    assert net.num_blocks == blocks and net.depth == depth
+    assert net.downsampling_blocks == [n, 2 * n]
+    assert net.stage_of_block == [k // n for k in range(blocks)]
+
+
+def test_output_shape_and_classes():
+    assert cifar_resnet(20, num_classes=100)(_images()).shape == (6, 100)
+    assert cifar_resnet(8, width=8).blocks[-1].conv2.out_channels == 32
+
+
+def test_plain_equals_all_ones_in_both_modes():
+    net = _trained_like()
+    x = _images()
+    ones = torch.ones(6, net.num_blocks)
+    with torch.no_grad():
+        plain = net(x)
+        assert torch.allclose(net(x, decisions=ones), plain, atol=1e-6)
+        assert torch.allclose(net(x, decisions=ones, mode="skipped"), plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("keep", [0.2, 0.5, 0.9])
+def test_masked_and_skipped_agree_on_random_decisions(seed, keep):
+    net = _trained_like()
+    x = _images(16)
+    decisions = random_decisions(16, net.num_blocks, keep, seed=seed)
+    decisions[:, 1] = 0   # a block no image runs
+    decisions[:, 2] = 1   # a block every image runs
+    with torch.no_grad():
+        masked = net(x, decisions=decisions)
+        skipped = net(x, decisions=decisions, mode="skipped")
+    assert (masked - skipped).abs().max().item() <= 1e-5
+
+
+def test_skipping_every_block_leaves_only_the_shortcuts():
+    net = _trained_like()
+    x = _images()
+    with torch.no_grad():
+        hidden = net.stem(x)
+        for block in net.blocks:
+            hidden = block.shortcut(hidden)
+        expected = net.head(hidden)
+        zeros = torch.zeros(6, net.num_blocks)
+        assert torch.allclose(net(x, decisions=zeros), expected, atol=1e-6)
+        assert torch.allclose(net(x, decisions=zeros, mode="skipped"), expected, atol=1e-6)
+
+
+def test_downsampling_shortcut_subsamples_and_zero_pads():
+    block = BasicBlock(2, 4, stride=2)
+    x = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    out = block.shortcut(x)
+    assert out.shape == (1, 4, 2, 2)
+    assert torch.equal(out[0, :2], x[0, :, ::2, ::2]) and (out[0, 2:] == 0).all()
+
+
+def test_skipped_mode_runs_each_block_only_on_its_images():
+    net = cifar_resnet(20).eval()
+    seen = {}
+    for k, block in enumerate(net.blocks):
+        block.conv1.register_forward_hook(lambda m, inputs, out, k=k: seen.setdefault(k, []).append(len(inputs[0])))
+    decisions = torch.tensor([[1, 0, 1, 0, 1, 1, 0, 0, 1],
+                              [1, 0, 0, 0, 1, 1, 1, 0, 1],
+                              [1, 0, 1, 1, 0, 1, 0, 0, 1]], dtype=torch.float32)
+    with torch.no_grad():
+        net(_images(3), decisions=decisions, mode="skipped")
+    assert seen == {0: [3], 2: [2], 3: [1], 4: [2], 5: [3], 6: [1], 8: [3]}  # blocks 1 and 7: never
+    seen.clear()
+    with torch.no_grad():
+        net(_images(3), decisions=decisions, mode="masked")
+    assert seen == {k: [3] for k in range(9)}  # masked mode pays for every block
+
+
+def test_masked_mode_is_differentiable_in_the_decisions():
+    net = cifar_resnet(8)
+    decisions = torch.full((4, net.num_blocks), 0.5, requires_grad=True)
+    net(_images(4), decisions=decisions).sum().backward()
+    assert decisions.grad is not None and decisions.grad.abs().sum() > 0
+
+
+def test_skipped_mode_trains():
+    net = cifar_resnet(8).train()
+    decisions = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=torch.float32)
+    net(_images(4), decisions=decisions, mode="skipped").sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.blocks[1].parameters())
+
+
+def test_a_decider_sees_each_block_input_and_its_choices_are_returned():
+    net = cifar_resnet(8).eval()
+    shapes = []
+
+    def decider(index, block_input):
+        shapes.append((index, tuple(block_input.shape[1:])))
+        return (block_input.mean(dim=(1, 2, 3)) > 0).float() if index == 1 else torch.ones(len(block_input))
+
+    with torch.no_grad():
+        logits, taken = net(_images(5), decisions=decider, mode="skipped", return_decisions=True)
+        again = net(_images(5), decisions=taken, mode="masked")
+    assert shapes == [(0, (16, 32, 32)), (1, (16, 32, 32)), (2, (32, 16, 16))]
+    assert taken.shape == (5, 3) and (taken[:, 0] == 1).all()
+    assert logits.shape == again.shape == (5, 10)
+
+
+def test_plain_forward_reports_all_blocks_taken():
+    _, taken = cifar_resnet(8)(_images(2), return_decisions=True)
+    assert torch.equal(taken, torch.ones(2, 3))
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (6, 10), (5, 9), (6,), (6, 9, 1)])
+def test_wrong_decision_shape_is_a_clear_error(shape):
+    with pytest.raises(ValueError, match=r"\(batch, num_blocks\) = \(6, 9\)"):
+        cifar_resnet(20)(_images(), decisions=torch.ones(shape))
+
+
+def test_a_decider_returning_the_wrong_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"block 0 must have shape \(batch,\) = \(6,\)"):
+        cifar_resnet(20)(_images(), decisions=lambda index, x: torch.ones(6, 1))
+
+
+def test_skipped_mode_needs_hard_decisions():
+    with pytest.raises(ValueError, match="hard decisions"):
+        cifar_resnet(20)(_images(), decisions=torch.full((6, 9), 0.5), mode="skipped")
+
+
+def test_bad_mode_images_and_decisions_are_clear_errors():
+    net = cifar_resnet(8)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        net(_images(), mode="dropped")
+    with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
+        net(torch.randn(3, 32, 32))
+    with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
+        net(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="decisions must be None"):
+        net(_images(), decisions=[[1, 0, 1]])
+
+
+def test_random_decisions_rate_and_errors():
+    decisions = random_decisions(4000, 9, keep=0.3, seed=0)
+    assert set(decisions.unique().tolist()) == {0.0, 1.0}
+    assert decisions.mean().item() == pytest.approx(0.3, abs=0.01)
+    assert torch.equal(decisions, random_decisions(4000, 9, keep=0.3, seed=0))
+    with pytest.raises(ValueError, match=r"keep must be in \(0, 1\]"):
+        random_decisions(2, 9, keep=0)

@@ -1,0 +1,65 @@
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from dyninf.backbones import cifar_resnet
+from dyninf.cost import network_cost
+from dyninf.published import CIFAR_RESNETS
+
+
+def test_resnet20_costs_by_hand():
+    cost = network_cost(cifar_resnet(20))
+    assert cost.stem_macs == 32 * 32 * 16 * 3 * 9                     # 3x3 conv, 3 -> 16 channels
+    assert cost.block_macs[0] == 2 * 32 * 32 * 16 * 16 * 9            # two 3x3 convs, 16 -> 16
+    assert cost.block_macs[3] == 16 * 16 * 32 * 16 * 9 + 16 * 16 * 32 * 32 * 9  # stride 2, 16 -> 32
+    assert cost.block_macs[8] == 2 * 8 * 8 * 64 * 64 * 9
+    assert cost.head_macs == 64 * 10
+    assert cost.stem_params == 3 * 16 * 9 + 2 * 16                     # conv + BN scale and shift
+    assert cost.block_params[0] == 2 * 16 * 16 * 9 + 2 * 2 * 16
+    assert cost.head_params == 64 * 10 + 10
+
+
+@pytest.mark.parametrize("depth", [8, 20, 56])
+def test_macs_agree_with_pytorchs_flop_counter(depth):
+    net = cifar_resnet(depth).eval()
+    cost = network_cost(net)
+    x = torch.zeros(1, 3, 32, 32)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    assert cost.total_macs * 2 == counter.get_total_flops()
+    with torch.no_grad():
+        hidden = net.stem(x)
+        for k, block in enumerate(net.blocks):
+            with FlopCounterMode(display=False) as counter:
+                hidden = block(hidden)
+            assert cost.block_macs[k] * 2 == counter.get_total_flops(), k
+
+
+@pytest.mark.parametrize("depth", sorted(CIFAR_RESNETS))
+def test_sizes_match_the_published_figures(depth):
+    cost = network_cost(cifar_resnet(depth))
+    published = CIFAR_RESNETS[depth]
+    assert cost.total_params == pytest.approx(published["params"], rel=0.03)
+    assert cost.total_macs == pytest.approx(published["macs"], rel=0.03)
+    assert cost.total_params == sum(p.numel() for p in cifar_resnet(depth).parameters())
+
+
+def test_spent_macs_by_hand():
+    cost = network_cost(cifar_resnet(8))
+    always = cost.stem_macs + cost.head_macs
+    decisions = torch.tensor([[1, 1, 1], [0, 0, 0], [1, 0, 1], [0, 1, 0]], dtype=torch.float32)
+    spent = cost.spent_macs(decisions)
+    expected = [cost.total_macs, always, always + cost.block_macs[0] + cost.block_macs[2],
+                always + cost.block_macs[1]]
+    assert spent.tolist() == expected
+    with pytest.raises(ValueError, match=r"\(batch, 3\)"):
+        cost.spent_macs(torch.ones(4, 4))
+
+
+def test_counting_leaves_the_network_as_it_was():
+    net = cifar_resnet(8).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    network_cost(net)
+    assert net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # BN stats untouched
+    assert not any(m._forward_hooks for m in net.modules())

@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from dyninf.course import run_course
+from dyninf.report import Metric, metrics_markdown, render_report, save_metrics
+
+
+def test_save_metrics_writes_the_notebooks_numbers(tmp_path):
+    path = save_metrics("00_x", "quick", "cpu", [Metric("accuracy", 64.0, 91.25, "%", "He et al.")],
+                        tmp_path / "m" / "00_x.json")
+    payload = json.loads(path.read_text())
+    assert payload["notebook"] == "00_x" and payload["profile"] == "quick"
+    assert payload["device"].startswith("CPU")
+    assert payload["metrics"] == [{"name": "accuracy", "value": 64.0, "published": 91.25,
+                                   "unit": "%", "note": "He et al."}]
+
+
+def test_metrics_table_formats_and_escapes():
+    table = metrics_markdown([Metric("MACs", 40_551_040, 41e6), Metric("a | b", 0.000123, None, "", "x|y")])
+    lines = table.splitlines()
+    assert lines[2] == "| MACs | 40.55M | 41M |  |  |"
+    assert lines[3] == "| a \\| b | 0.000123 | – |  | x\\|y |"
+
+
+def test_report_lists_each_notebook_with_its_numbers_and_links():
+    metrics = {"notebook": "00_a", "profile": "quick", "device": "CPU (x86_64, 2 threads)",
+               "torch": "2.14.1", "metrics": [{"name": "accuracy", "value": 64.0, "published": 91.25,
+                                               "unit": "%", "note": "paper"}]}
+    report = render_report([
+        {"notebook": "00_a", "status": "ok", "seconds": 120.0, "executed": "00_a.ipynb",
+         "html": "00_a.html", "metrics": metrics},
+        {"notebook": "01_b", "status": "FAILED", "seconds": 6.0, "executed": "01_b.ipynb",
+         "html": "01_b.html", "metrics": None},
+    ])
+    assert "Profile: quick. Device: CPU (x86_64, 2 threads). Total time: 2.1 min." in report
+    assert "| 00_a | ok | 120 s | [ipynb](00_a.ipynb) | [html](00_a.html) |" in report
+    assert "| accuracy | 64.00 | 91.25 | % | paper |" in report
+    assert "## 01_b" in report and "did not finish" in report
+
+
+def test_course_runner_rejects_an_unknown_profile(tmp_path):
+    with pytest.raises(ValueError, match="known profiles: quick, standard, paper"):
+        run_course("fast", tmp_path)

@@ -1,0 +1,120 @@
+import json
+
+import pytest
+import torch
+
+import dyninf.train as train_module
+from dyninf.backbones import cifar_resnet
+from dyninf.data import synthetic_dataset
+from dyninf.train import CHECKPOINT, HISTORY, TrainConfig, evaluate, fit, load_history, predict
+
+CONFIG = TrainConfig(epochs=3, batch_size=32, lr=0.05, schedule="onecycle", seed=3)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_dataset(train_per_class=24, test_per_class=8)
+
+
+def _net():
+    torch.manual_seed(0)
+    return cifar_resnet(8, width=8)
+
+
+def _without_time(history):
+    return history.drop(columns="seconds")
+
+
+def test_fit_learns_the_synthetic_task(data):
+    net = _net()
+    before = evaluate(net, data.test_images, data.test_labels)["accuracy"]
+    history = fit(net, data, TrainConfig(epochs=4, batch_size=32, lr=0.05), progress=False, device="cpu")
+    assert list(history.epoch) == [1, 2, 3, 4]
+    assert history.train_loss.iloc[-1] < history.train_loss.iloc[0]
+    assert history.test_accuracy.iloc[-1] >= 0.5 > before  # 10 classes: chance is 0.1
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(data, tmp_path, monkeypatch):
+    reference = _net()
+    expected = fit(reference, data, CONFIG, tmp_path / "reference", progress=False, device="cpu")
+
+    original = train_module._train_one_epoch
+
+    def interrupted(model, batches, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt  # as if the user pressed stop during the third epoch
+        return original(model, batches, epoch, *args)
+
+    monkeypatch.setattr(train_module, "_train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_net(), data, CONFIG, tmp_path / "run", progress=False, device="cpu")
+    assert len(load_history(tmp_path / "run")) == 2
+    monkeypatch.setattr(train_module, "_train_one_epoch", original)
+
+    resumed_net = cifar_resnet(8, width=8)  # fresh weights: all state must come from the checkpoint
+    resumed = fit(resumed_net, data, CONFIG, tmp_path / "run", progress=False, device="cpu")
+    assert _without_time(resumed).equals(_without_time(expected))
+    for (name, a), b in zip(reference.state_dict().items(), resumed_net.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [CHECKPOINT, HISTORY]
+
+
+def test_a_complete_run_is_loaded_not_retrained(data, tmp_path, monkeypatch):
+    trained = _net()
+    history = fit(trained, data, CONFIG, tmp_path, progress=False, device="cpu")
+
+    def no_training(*args):
+        raise AssertionError("a complete run must not train again")
+
+    monkeypatch.setattr(train_module, "_train_one_epoch", no_training)
+    loaded = cifar_resnet(8, width=8)
+    again = fit(loaded, data, CONFIG, tmp_path, progress=False, device="cpu")
+    assert again.equals(history)
+    assert torch.equal(predict(loaded, data.test_images), predict(trained, data.test_images))
+    assert json.loads((tmp_path / HISTORY).read_text())[-1]["epoch"] == 3
+
+
+def test_another_configuration_in_the_same_folder_is_an_error(data, tmp_path):
+    fit(_net(), data, TrainConfig(epochs=1, batch_size=32), tmp_path, progress=False, device="cpu")
+    with pytest.raises(ValueError, match="another configuration"):
+        fit(_net(), data, TrainConfig(epochs=2, batch_size=32), tmp_path, progress=False, device="cpu")
+
+
+def test_step_schedule_by_hand(data):
+    config = TrainConfig(epochs=4, batch_size=60, lr=0.1, schedule="step", milestones=(0.5, 0.75))
+    history = fit(_net(), data, config, progress=False, device="cpu")
+    assert history.lr.tolist() == pytest.approx([0.1, 0.1, 0.01, 0.001])
+
+
+def test_onecycle_schedule_warms_up_then_anneals(data):
+    history = fit(_net(), data, TrainConfig(epochs=5, batch_size=60, lr=0.2), progress=False, device="cpu")
+    assert history.lr.idxmax() in (1, 2) and history.lr.max() <= 0.2
+    assert history.lr.iloc[-1] < 1e-4
+
+
+def test_extra_losses_are_added_and_logged(data):
+    calls = []
+
+    def constant(model, images, labels, logits):
+        calls.append(len(labels))
+        return torch.tensor(0.25)
+
+    history = fit(_net(), data, TrainConfig(epochs=1, batch_size=60), progress=False, device="cpu",
+                  extra_losses={"penalty": constant})
+    assert history.penalty.tolist() == [0.25]
+    assert calls == [60, 60, 60, 60]
+
+
+def test_bad_configurations_are_clear_errors():
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig(epochs=1, schedule="cosine")
+    with pytest.raises(ValueError, match="must be positive"):
+        TrainConfig(epochs=0)
+
+
+def test_predict_slices_decisions_with_the_images(data):
+    net = _net().eval()
+    decisions = torch.randint(0, 2, (len(data.test_images), net.num_blocks)).float()
+    whole = predict(net, data.test_images, decisions=decisions, batch_size=1000)
+    sliced = predict(net, data.test_images, decisions=decisions, mode="skipped", batch_size=7)
+    assert torch.allclose(whole, sliced, atol=1e-5)
