@@ -147,9 +147,28 @@ def test_a_decider_returning_the_wrong_shape_is_a_clear_error():
         cifar_resnet(20)(_images(), decisions=lambda index, x: torch.ones(6, 1))
 
 
-def test_skipped_mode_needs_hard_decisions():
-    with pytest.raises(ValueError, match="hard decisions"):
-        cifar_resnet(20)(_images(), decisions=torch.full((6, 9), 0.5), mode="skipped")
+def test_decision_values_other_than_one_scale_the_residual_in_both_modes():
+    net = _trained_like(8)
+    x = _images()
+    weights = torch.tensor([[0, 2.0, 1], [0.5, 0, 2.0], [2.0, 2.0, 0], [0, 0, 0], [1, 1, 1], [3.0, 1, 0]])
+    with torch.no_grad():
+        masked = net(x, decisions=weights)
+        skipped = net(x, decisions=weights, mode="skipped")
+        # image 1 by hand: block 0 at half strength, block 1 skipped, block 2 doubled
+        first, second, third = net.blocks
+        hidden = net.stem(x[1:2])
+        hidden = torch.relu(first.shortcut(hidden) + 0.5 * first.residual(hidden))
+        hidden = second.shortcut(hidden)
+        hidden = torch.relu(third.shortcut(hidden) + 2.0 * third.residual(hidden))
+    assert (masked - skipped).abs().max().item() <= 1e-5
+    assert torch.allclose(net.head(hidden), masked[1:2], atol=1e-5)
+
+
+def test_a_decider_may_return_none_for_all_run():
+    net = _trained_like(8)
+    x = _images()
+    with torch.no_grad():
+        assert torch.equal(net(x, decisions=lambda index, h: None, mode="skipped"), net(x))
 
 
 def test_bad_mode_images_and_decisions_are_clear_errors():

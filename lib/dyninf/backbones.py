@@ -1,12 +1,13 @@
 """He et al.'s CIFAR ResNets with gateable residual blocks and two execution modes.
 
 Every block computes ``relu(shortcut(x) + residual(x))``. Given per-image decisions ``run``
-(1 = run, 0 = skip) a block outputs ``shortcut(x)`` for the images that skip it, either
+(1 = run, 0 = skip; any other value runs the block with its residual scaled by that value, as
+stochastic depth's 1/p does) a block computes ``relu(shortcut(x) + run * residual(x))``, either
 
-* ``mode="masked"``: ``relu(shortcut(x) + run * residual(x))`` for the whole batch; differentiable
-  in ``run``, for training; skipped images still cost their full compute; or
-* ``mode="skipped"``: the residual branch runs only on the images that execute the block (gathered,
-  then scattered back); a block that no image runs costs nothing.
+* ``mode="masked"``: for the whole batch; differentiable in ``run``, for training; skipped images
+  still cost their full compute; or
+* ``mode="skipped"``: the residual branch runs only on the images whose decision is not 0
+  (gathered, then scattered back); a block that no image runs costs nothing.
 
 Both give the same outputs in eval mode: block inputs come out of a ReLU and the shortcut only
 subsamples and zero-pads, so ``shortcut(x) >= 0`` and ``relu(shortcut(x)) == shortcut(x)``.
@@ -52,8 +53,10 @@ class ResidualBlock(nn.Module):
         if len(running) == 0:
             return shortcut
         if len(running) == len(x):
-            return F.relu(shortcut + self.residual(x))
-        executed = F.relu(shortcut.index_select(0, running) + self.residual(x.index_select(0, running)))
+            return F.relu(shortcut + run.to(x.dtype).view(-1, 1, 1, 1) * self.residual(x))
+        weight = run.index_select(0, running).to(x.dtype).view(-1, 1, 1, 1)
+        executed = F.relu(shortcut.index_select(0, running)
+                          + weight * self.residual(x.index_select(0, running)))
         return shortcut.index_copy(0, running, executed)
 
 
@@ -86,7 +89,7 @@ class CifarResNet(nn.Module):
 
     ``forward(images, decisions=None, mode="masked")``: ``decisions`` is None (plain ResNet), a
     (batch, num_blocks) tensor (1 = run, 0 = skip) or a decider called before each block as
-    ``decider(block_index, block_input)`` returning a (batch,) tensor.
+    ``decider(block_index, block_input)`` returning a (batch,) tensor, or None for "all run".
     """
 
     def __init__(self, blocks_per_stage: int, num_classes: int = 10, width: int = 16):
@@ -133,7 +136,8 @@ class CifarResNet(nn.Module):
             run = None
             if decider is not None:
                 run = decider(index, hidden)
-                check_block_decisions(run, batch, index, mode)
+                if run is not None:
+                    check_block_decisions(run, batch, index)
             hidden = block(hidden, run, mode)
             taken.append(run)
         logits = self.head(hidden)
@@ -151,14 +155,11 @@ def check_images(images: torch.Tensor) -> None:
                          f"got {shape}")
 
 
-def check_block_decisions(run: torch.Tensor, batch: int, index: int, mode: str) -> None:
+def check_block_decisions(run: torch.Tensor, batch: int, index: int) -> None:
     if not isinstance(run, torch.Tensor) or tuple(run.shape) != (batch,):
         shape = tuple(run.shape) if isinstance(run, torch.Tensor) else type(run).__name__
         raise ValueError(f"the decisions for block {index} must have shape (batch,) = ({batch},), "
                          f"got {shape}")
-    if mode == "skipped" and not bool(((run == 0) | (run == 1)).all()):
-        raise ValueError(f"skipped mode needs hard decisions (0 or 1); block {index} got values "
-                         f"in [{float(run.min()):.3g}, {float(run.max()):.3g}]")
 
 
 def cifar_resnet(depth: int, num_classes: int = 10, width: int = 16) -> CifarResNet:

@@ -23,3 +23,21 @@ def measure_latency(net: nn.Module, batch_size: int, *, decisions: torch.Tensor 
                  "mode": mode},
         num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def measure_training_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                          min_run_time: float = 2.0) -> float:
+    """Mean seconds for one SGD step (forward, cross-entropy, backward, update) of ``model`` in
+    train mode on a fixed batch. The mean, not the median: a random decider's cost varies from
+    step to step, and an epoch pays the mean. ``model`` is trained by this, so pass a copy."""
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    timer = benchmark.Timer(stmt="step()", globals={"step": step},
+                            num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).mean

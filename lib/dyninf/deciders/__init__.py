@@ -5,5 +5,7 @@ a fixed tensor (this module), a random decider (stochastic depth), a local gate 
 a global policy (BlockDrop) and a global gater over filters (GaterNet).
 """
 from dyninf.deciders.base import BlockDecider, FixedDecisions, as_decider, random_decisions
+from dyninf.deciders.stochastic_depth import StochasticDepth, survival_probabilities
 
-__all__ = ["BlockDecider", "FixedDecisions", "as_decider", "random_decisions"]
+__all__ = ["BlockDecider", "FixedDecisions", "StochasticDepth", "as_decider", "random_decisions",
+           "survival_probabilities"]

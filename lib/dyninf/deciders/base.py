@@ -6,9 +6,10 @@ from typing import Callable, Union
 import torch
 
 # A decider is called as decider(block_index, block_input) and returns a (batch,) tensor:
-# 1 = run block ``block_index`` for that image, 0 = skip it. Local gates (AIG) look at
-# ``block_input``; global deciders (BlockDrop, a fixed tensor) ignore it.
-BlockDecider = Callable[[int, torch.Tensor], torch.Tensor]
+# 1 = run block ``block_index`` for that image, 0 = skip it (other values scale the residual),
+# or None when every image runs it. Local gates (AIG) look at ``block_input``; global deciders
+# (BlockDrop, a fixed tensor) ignore it.
+BlockDecider = Callable[[int, torch.Tensor], Union[torch.Tensor, None]]
 
 
 class FixedDecisions:

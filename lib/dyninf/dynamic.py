@@ -1,0 +1,37 @@
+"""A backbone and its decider as one trainable module.
+
+Deciders with state (a random decider's training flag, AIG's gates, a policy network) live inside
+the same ``nn.Module`` as the backbone, so ``.train()``/``.eval()``, the optimizer, ``.to(device)``
+and checkpoints cover both.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dyninf.backbones import CifarResNet, check_mode
+
+
+class DynamicNetwork(nn.Module):
+    """``backbone`` run with the decisions of ``decider``.
+
+    ``train_mode`` and ``eval_mode`` name the execution mode used in each phase (``"masked"`` or
+    ``"skipped"``); ``forward(images, mode=...)`` overrides it for one call.
+    """
+
+    def __init__(self, backbone: CifarResNet, decider: nn.Module, train_mode: str = "masked",
+                 eval_mode: str = "skipped"):
+        super().__init__()
+        check_mode(train_mode)
+        check_mode(eval_mode)
+        self.backbone, self.decider = backbone, decider
+        self.train_mode, self.eval_mode = train_mode, eval_mode
+
+    @property
+    def num_blocks(self) -> int:
+        return self.backbone.num_blocks
+
+    def forward(self, images: torch.Tensor, mode: str | None = None, return_decisions: bool = False):
+        mode = mode or (self.train_mode if self.training else self.eval_mode)
+        return self.backbone(images, decisions=self.decider, mode=mode,
+                             return_decisions=return_decisions)

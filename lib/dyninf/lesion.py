@@ -1,0 +1,51 @@
+"""Lesion studies (Veit et al., NeurIPS 2016): delete blocks from a trained network and measure.
+
+A deletion is just a decision of 0 for that block, for every image, executed in skipped mode:
+the same forward pass as everything else in the course, no surgery on the model.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import nn
+
+from dyninf.train import predict
+
+
+def lesion_decisions(num_images: int, num_blocks: int, deleted: list[int]) -> torch.Tensor:
+    """(num_images, num_blocks) decisions that run every block except those in ``deleted``."""
+    decisions = torch.ones(num_images, num_blocks)
+    decisions[:, list(deleted)] = 0
+    return decisions
+
+
+def lesion_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, deleted: list[int],
+                    **predict_kwargs) -> float:
+    """Test accuracy of ``net`` (a backbone) with the blocks in ``deleted`` removed."""
+    decisions = lesion_decisions(len(images), net.num_blocks, deleted)
+    logits = predict(net, images, decisions=decisions, mode="skipped", **predict_kwargs)
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def single_block_lesions(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                         **predict_kwargs) -> pd.DataFrame:
+    """Accuracy with each block deleted in turn: columns block, downsampling, accuracy."""
+    return pd.DataFrame([{"block": k, "downsampling": k in net.downsampling_blocks,
+                          "accuracy": lesion_accuracy(net, images, labels, [k], **predict_kwargs)}
+                         for k in range(net.num_blocks)])
+
+
+def random_lesions(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                   candidates: list[int], draws: int = 5, seed: int = 0,
+                   **predict_kwargs) -> pd.DataFrame:
+    """Accuracy after deleting k random blocks among ``candidates``, for k = 0 ... all of them,
+    ``draws`` random sets per k (one for k = 0 and k = all): columns k, draw, deleted, accuracy."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for k in range(len(candidates) + 1):
+        for draw in range(draws if 0 < k < len(candidates) else 1):
+            chosen = torch.randperm(len(candidates), generator=generator)[:k]
+            deleted = sorted(candidates[i] for i in chosen.tolist())
+            rows.append({"k": k, "draw": draw, "deleted": deleted,
+                         "accuracy": lesion_accuracy(net, images, labels, deleted, **predict_kwargs)})
+    return pd.DataFrame(rows)
