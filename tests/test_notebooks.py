@@ -1,6 +1,5 @@
 """The notebooks, executed end to end as a reader would run them (quick profile)."""
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -42,8 +41,4 @@ def test_an_unknown_profile_stops_the_notebook_with_a_clear_error(tmp_path):
     import papermill
 
     with pytest.raises(papermill.PapermillExecutionError, match="unknown profile 'fastest'"):
-        execute_notebook_with(NOTEBOOKS[0], tmp_path, "fastest")
-
-
-def execute_notebook_with(notebook: Path, out_dir: Path, profile: str):
-    return execute_notebook(notebook, out_dir, profile)
+        execute_notebook(NOTEBOOKS[0], tmp_path, "fastest")

@@ -118,3 +118,21 @@ def test_predict_slices_decisions_with_the_images(data):
     whole = predict(net, data.test_images, decisions=decisions, batch_size=1000)
     sliced = predict(net, data.test_images, decisions=decisions, mode="skipped", batch_size=7)
     assert torch.allclose(whole, sliced, atol=1e-5)
+
+
+def test_a_deciders_parameters_get_their_own_learning_rate(data):
+    from dyninf.deciders import AIGGates
+    from dyninf.dynamic import DynamicNetwork
+    from dyninf.train import make_optimizer, make_scheduler
+
+    backbone = cifar_resnet(8, width=8)
+    net = DynamicNetwork(backbone, AIGGates(backbone))
+    config = TrainConfig(epochs=2, lr=0.1, schedule="step", decider_lr_factor=10)
+    optimizer = make_optimizer(net, config)
+    backbone_group, decider_group = optimizer.param_groups
+    assert backbone_group["lr"] == 0.1 and decider_group["lr"] == pytest.approx(1.0)
+    assert len(decider_group["params"]) == len(list(net.decider.parameters()))
+    assert len(backbone_group["params"]) == len(list(backbone.parameters()))
+    onecycle = make_optimizer(net, TrainConfig(epochs=2, lr=0.1, decider_lr_factor=10))
+    make_scheduler(onecycle, TrainConfig(epochs=2, lr=0.1, decider_lr_factor=10), steps_per_epoch=5)
+    assert onecycle.param_groups[1]["max_lr"] == pytest.approx(10 * onecycle.param_groups[0]["max_lr"])

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dyninf.deciders import BlockDecider, as_decider
+from dyninf.deciders.base import BlockDecider, as_decider
 
 MODES = ("masked", "skipped")
 

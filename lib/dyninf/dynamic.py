@@ -16,7 +16,9 @@ class DynamicNetwork(nn.Module):
     """``backbone`` run with the decisions of ``decider``.
 
     ``train_mode`` and ``eval_mode`` name the execution mode used in each phase (``"masked"`` or
-    ``"skipped"``); ``forward(images, mode=...)`` overrides it for one call.
+    ``"skipped"``); ``forward(images, mode=...)`` overrides it for one call. The decisions of the
+    latest forward pass stay in ``last_decisions`` (batch, num_blocks), with their gradient, for
+    losses on them (AIG's target rate).
     """
 
     def __init__(self, backbone: CifarResNet, decider: nn.Module, train_mode: str = "masked",
@@ -26,6 +28,7 @@ class DynamicNetwork(nn.Module):
         check_mode(eval_mode)
         self.backbone, self.decider = backbone, decider
         self.train_mode, self.eval_mode = train_mode, eval_mode
+        self.last_decisions: torch.Tensor | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -33,5 +36,6 @@ class DynamicNetwork(nn.Module):
 
     def forward(self, images: torch.Tensor, mode: str | None = None, return_decisions: bool = False):
         mode = mode or (self.train_mode if self.training else self.eval_mode)
-        return self.backbone(images, decisions=self.decider, mode=mode,
-                             return_decisions=return_decisions)
+        logits, self.last_decisions = self.backbone(images, decisions=self.decider, mode=mode,
+                                                    return_decisions=True)
+        return (logits, self.last_decisions) if return_decisions else logits

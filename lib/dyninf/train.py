@@ -46,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     nesterov: bool = True
+    decider_lr_factor: float = 1.0  # learning-rate multiplier for a DynamicNetwork's decider
     seed: int = 0
 
     def __post_init__(self):
@@ -68,7 +69,13 @@ def default_device() -> torch.device:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+    """SGD; a model's ``decider`` (if any) gets ``decider_lr_factor`` times the learning rate."""
+    decider = getattr(model, "decider", None)
+    decider_params = {id(p) for p in decider.parameters()} if isinstance(decider, nn.Module) else set()
+    groups = [{"params": [p for p in model.parameters() if id(p) not in decider_params], "lr": config.lr}]
+    if decider_params:
+        groups.append({"params": list(decider.parameters()), "lr": config.lr * config.decider_lr_factor})
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                            nesterov=config.nesterov, weight_decay=config.weight_decay)
 
 
@@ -77,7 +84,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     """A per-iteration learning-rate schedule over the whole run."""
     total = config.epochs * steps_per_epoch
     if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total)
     milestones = [round(f * config.epochs) * steps_per_epoch for f in config.milestones]
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.gamma)
 

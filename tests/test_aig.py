@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from dyninf.backbones import cifar_resnet
+from dyninf.deciders import AIGGates, target_rate_loss
+from dyninf.deciders.aig import Gate
+from dyninf.dynamic import DynamicNetwork
+
+
+def _aig(depth=20):
+    torch.manual_seed(0)
+    backbone = cifar_resnet(depth)
+    return DynamicNetwork(backbone, AIGGates(backbone), train_mode="masked", eval_mode="skipped")
+
+
+def test_gate_output_shape_and_deterministic_eval():
+    net = _aig().eval()
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        (logits_a, decisions_a), (logits_b, decisions_b) = (net(x, return_decisions=True) for _ in range(2))
+    assert Gate(16)(torch.randn(4, 16, 8, 8)).shape == (4, 2)
+    assert torch.equal(decisions_a, decisions_b) and torch.equal(logits_a, logits_b)
+    assert set(decisions_a.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_downsampling_blocks_are_never_gated_or_skipped():
+    net = _aig().train()
+    assert net.decider.gated_blocks == [0, 1, 2, 4, 5, 7, 8]
+    for _ in range(5):
+        _, decisions = net(torch.randn(8, 3, 32, 32), return_decisions=True)
+        assert (decisions[:, [3, 6]] == 1).all()
+
+
+def test_bias_initialisation_opens_gates_for_about_87_percent_in_training():
+    net = _aig().train()
+    _, decisions = net(torch.randn(4000, 3, 32, 32) * 2, return_decisions=True)
+    open_rate = decisions[:, net.decider.gated_blocks].mean().item()
+    expected = torch.softmax(torch.tensor([0.1, 2.0]), 0)[1].item()   # 0.870
+    assert open_rate == pytest.approx(expected, abs=0.03)
+
+
+def test_straight_through_gradient_reaches_the_gates():
+    net = _aig(8).train()
+    logits = net(torch.randn(16, 3, 32, 32))
+    (logits.sum() + target_rate_loss(net.last_decisions, 0.5, net.decider.gated_blocks)).backward()
+    for gate in net.decider.gates.values():
+        assert gate.fc1.weight.grad is not None and gate.fc1.weight.grad.abs().sum() > 0
+        assert gate.fc2.bias.grad.abs().sum() > 0
+
+
+def test_target_rate_loss_by_hand():
+    decisions = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 1]], dtype=torch.float32)
+    # gated layers 1 and 2 run at rates 0.5 and 0.5: zero loss at t = 0.5
+    assert target_rate_loss(decisions, 0.5, [1, 2]).item() == 0
+    # at t = 0.75: ((0.5 - 0.75)^2 + (0.5 - 0.75)^2) / 2
+    assert target_rate_loss(decisions, 0.75, [1, 2]).item() == pytest.approx(0.0625)
+    # layer 0 (rate 1) with layer 2 (rate 0.5) at t = 1: (0 + 0.25) / 2
+    assert target_rate_loss(decisions, 1.0, [0, 2]).item() == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize("target", [0, -0.2, 1.01])
+def test_target_rate_outside_zero_one_is_a_clear_error(target):
+    with pytest.raises(ValueError, match=r"target rate t must be in \(0, 1\]"):
+        target_rate_loss(torch.ones(2, 3), target, [0])
+
+
+def test_gated_model_masked_and_skipped_agree():
+    net = _aig().train()
+    with torch.no_grad():  # settle BatchNorm statistics away from their initial values
+        for _ in range(3):
+            net(torch.randn(32, 3, 32, 32))
+    net.eval()
+    for gate in net.decider.gates.values():  # make gates decide differently per image
+        torch.nn.init.normal_(gate.fc2.weight, std=3.0)
+    x = torch.randn(32, 3, 32, 32)
+    with torch.no_grad():
+        masked, decisions = net(x, mode="masked", return_decisions=True)
+        skipped = net(x, mode="skipped")
+    assert 0 < decisions[:, net.decider.gated_blocks].mean() < 1
+    assert (masked - skipped).abs().max().item() <= 1e-5
+
+
+def test_gate_cost_is_small():
+    net = _aig(110)
+    macs, params = net.decider.macs_and_params()
+    assert macs == sum(c * 16 + 16 * 2 for c in [16] * 18 + [32] * 17 + [64] * 17)
+    assert params > 0
