@@ -87,3 +87,25 @@ def test_gate_cost_is_small():
     macs, params = net.decider.macs_and_params()
     assert macs == sum(c * 16 + 16 * 2 for c in [16] * 18 + [32] * 17 + [64] * 17)
     assert params > 0
+
+
+def test_without_noise_training_takes_the_larger_logit_with_the_softmax_gradient():
+    net = _aig(8)
+    gates = net.decider.train()
+    gates.noise = 0.0
+    block_input = torch.relu(torch.randn(64, 16, 4, 4))
+    for gate in gates.gates.values():
+        torch.nn.init.normal_(gate.fc2.weight, std=3.0)
+    decisions = gates(0, block_input)
+    logits = gates.gates["0"](block_input)   # same batch, so the same BatchNorm statistics
+    assert torch.equal(decisions.detach(), (logits[:, 1] > logits[:, 0]).float())
+    assert 0 < decisions.mean() < 1
+    decisions.sum().backward()
+    assert gates.gates["0"].fc2.weight.grad.abs().sum() > 0
+
+
+def test_noise_schedule_by_hand():
+    from dyninf.trained import gumbel_noise_scale
+
+    assert [gumbel_noise_scale(e, 4, 2) for e in range(4)] == [1.0, 1.0, 0.5, 0.0]
+    assert [gumbel_noise_scale(e, 3, 0) for e in range(3)] == [1.0, 1.0, 1.0]

@@ -136,3 +136,23 @@ def test_a_deciders_parameters_get_their_own_learning_rate(data):
     onecycle = make_optimizer(net, TrainConfig(epochs=2, lr=0.1, decider_lr_factor=10))
     make_scheduler(onecycle, TrainConfig(epochs=2, lr=0.1, decider_lr_factor=10), steps_per_epoch=5)
     assert onecycle.param_groups[1]["max_lr"] == pytest.approx(10 * onecycle.param_groups[0]["max_lr"])
+
+
+def test_on_epoch_start_sees_every_epoch_once_also_after_resume(data, tmp_path, monkeypatch):
+    seen = []
+    config = TrainConfig(epochs=3, batch_size=60)
+    original = train_module._train_one_epoch
+
+    def interrupted(model, batches, epoch, *args):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(model, batches, epoch, *args)
+
+    monkeypatch.setattr(train_module, "_train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_net(), data, config, tmp_path, progress=False, device="cpu",
+            on_epoch_start=lambda model, epoch: seen.append(epoch))
+    monkeypatch.setattr(train_module, "_train_one_epoch", original)
+    fit(_net(), data, config, tmp_path, progress=False, device="cpu",
+        on_epoch_start=lambda model, epoch: seen.append(epoch))
+    assert seen == [0, 1, 1, 2]

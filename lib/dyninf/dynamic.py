@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from dyninf.backbones import CifarResNet, check_mode
+from dyninf.train import predict
 
 
 class DynamicNetwork(nn.Module):
@@ -39,3 +40,17 @@ class DynamicNetwork(nn.Module):
         logits, self.last_decisions = self.backbone(images, decisions=self.decider, mode=mode,
                                                     return_decisions=True)
         return (logits, self.last_decisions) if return_decisions else logits
+
+
+def predict_with_decisions(net: DynamicNetwork, images: torch.Tensor,
+                           **predict_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode logits and the (N, num_blocks) decisions taken for uint8 ``images``."""
+    taken = []
+
+    def forward(model, batch, **kwargs):
+        logits, decisions = model(batch, return_decisions=True, **kwargs)
+        taken.append(decisions.float().cpu())
+        return logits
+
+    logits = predict(net, images, forward=forward, **predict_kwargs)
+    return logits, torch.cat(taken)

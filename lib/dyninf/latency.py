@@ -15,12 +15,12 @@ def measure_latency(net: nn.Module, batch_size: int, *, decisions: torch.Tensor 
     net = net.to(device).eval()
     images = torch.randn(batch_size, 3, image_size, image_size, device=device)
     images = images.contiguous(memory_format=torch.channels_last)
-    if decisions is not None:
-        decisions = decisions.to(device)
+    kwargs = {"mode": mode}
+    if decisions is not None:  # a DynamicNetwork takes its decisions from its own decider
+        kwargs["decisions"] = decisions.to(device)
     timer = benchmark.Timer(
-        stmt="with torch.no_grad(): net(images, decisions=decisions, mode=mode)",
-        globals={"torch": torch, "net": net, "images": images, "decisions": decisions,
-                 "mode": mode},
+        stmt="with torch.no_grad(): net(images, **kwargs)",
+        globals={"torch": torch, "net": net, "images": images, "kwargs": kwargs},
         num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median
 

@@ -132,13 +132,16 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
         run_dir: str | os.PathLike | None = None, *, device: torch.device | str | None = None,
         forward: Forward | None = None, extra_losses: Mapping[str, ExtraLoss] | None = None,
+        on_epoch_start: Callable[[nn.Module, int], None] | None = None,
         progress: bool = True, description: str = "training") -> pd.DataFrame:
     """Train ``model`` on ``data`` and return its per-epoch history.
 
     With ``run_dir``, a checkpoint is written after every epoch and a later call with the same
     configuration resumes from it (or, if the run is complete, loads the trained weights and
     returns the stored history at once). A different configuration there is an error.
-    ``extra_losses`` are added to the cross-entropy and logged under their names.
+    ``extra_losses`` are added to the cross-entropy and logged under their names;
+    ``on_epoch_start(model, epoch)`` (epoch counted from 0) sets per-epoch state such as a
+    schedule or a curriculum step, so it must depend on ``epoch`` alone for resume to be exact.
     """
     device = torch.device(device) if device else default_device()
     forward = forward or _plain_forward
@@ -159,6 +162,8 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
     epochs = tqdm(range(config.epochs), desc=description, initial=len(history),
                   total=config.epochs, disable=not progress, unit="epoch")
     for epoch in range(len(history), config.epochs):
+        if on_epoch_start is not None:
+            on_epoch_start(model, epoch)
         row = _train_one_epoch(model, train_batches, epoch, optimizer, scheduler, forward,
                                extra_losses, device, progress)
         scores = evaluate(model, data.test_images, data.test_labels, device=device,

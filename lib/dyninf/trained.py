@@ -21,11 +21,12 @@ def run_dir(profile: Profile, name: str) -> Path:
 
 
 def train_cached(profile: Profile, name: str, model: nn.Module, data: ImageDataset,
-                 config: TrainConfig | None = None, progress: bool = True) -> pd.DataFrame:
+                 config: TrainConfig | None = None, progress: bool = True,
+                 **fit_kwargs) -> pd.DataFrame:
     """Train ``model`` as run ``name`` of ``profile``: loaded when complete, resumed when
-    interrupted, trained when missing. Returns the history."""
+    interrupted, trained when missing. Returns the history. ``fit_kwargs`` go to ``fit``."""
     return fit(model, data, config or profile.train, run_dir(profile, name), device=profile.device,
-               progress=progress, description=f"{name} ({profile.name})")
+               progress=progress, description=f"{name} ({profile.name})", **fit_kwargs)
 
 
 def train_baseline(profile: Profile, data: ImageDataset | None = None, depth: int | None = None,
@@ -53,22 +54,31 @@ def train_stochastic_depth(profile: Profile, data: ImageDataset | None = None, p
 
 
 # ConvNet-AIG. quick and standard finetune the profile's trained baseline with gates added (cheap,
-# and a good backbone lets short runs show the gates' behaviour); short runs also give the fresh
-# gates a larger learning rate and the target-rate loss a larger weight, so that the execution
-# rates approach their targets within a few epochs. paper trains ResNet-110 from scratch with the
+# and a good backbone lets short runs show the gates' behaviour). Short runs also give the fresh
+# gates a larger learning rate and the target-rate loss a larger weight, and anneal the Gumbel
+# noise to 0 over their last ``anneal_epochs`` epochs, so that the deterministic test-time gates
+# reach their targets (see dyninf.deciders.aig). paper trains ResNet-110 from scratch with the
 # official code's CIFAR-10 schedule: 350 epochs, batch 256, lr 0.1 divided by 10 at epochs 150
-# and 250, momentum 0.9 (not Nesterov), weight decay 5e-4, target-loss weight 2.
+# and 250, momentum 0.9 (not Nesterov), weight decay 5e-4, target-loss weight 2, noise throughout.
 AIG_SCHEDULES = {
-    "quick": {"finetune": True, "targets": (0.5, 0.7), "loss_weight": 10.0,
-              "config": TrainConfig(epochs=3, batch_size=128, lr=0.05, schedule="onecycle",
+    "quick": {"finetune": True, "targets": (0.5, 0.7), "loss_weight": 10.0, "anneal_epochs": 2,
+              "config": TrainConfig(epochs=4, batch_size=128, lr=0.05, schedule="onecycle",
                                     decider_lr_factor=20)},
     "standard": {"finetune": True, "targets": (0.5, 0.7, 0.9), "loss_weight": 5.0,
+                 "anneal_epochs": 10,
                  "config": TrainConfig(epochs=30, batch_size=128, lr=0.05, schedule="onecycle",
                                        decider_lr_factor=10)},
-    "paper": {"finetune": False, "targets": (0.7,), "loss_weight": 2.0,
+    "paper": {"finetune": False, "targets": (0.7,), "loss_weight": 2.0, "anneal_epochs": 0,
               "config": TrainConfig(epochs=350, batch_size=256, lr=0.1, schedule="step",
                                     milestones=(150 / 350, 250 / 350), nesterov=False)},
 }
+
+
+def gumbel_noise_scale(epoch: int, epochs: int, anneal_epochs: int) -> float:
+    """1 until the last ``anneal_epochs`` epochs, then linearly down to 0 in the last epoch."""
+    if anneal_epochs <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (epochs - 1 - epoch) / anneal_epochs))
 
 
 def train_aig(profile: Profile, data: ImageDataset | None = None, target: float = 0.7,
@@ -89,8 +99,10 @@ def train_aig(profile: Profile, data: ImageDataset | None = None, target: float 
     def target_loss(model, images, labels, logits):
         return schedule["loss_weight"] * target_rate_loss(model.last_decisions, target, model.decider.gated_blocks)
 
+    def set_noise(model, epoch):
+        model.decider.noise = gumbel_noise_scale(epoch, schedule["config"].epochs,
+                                                 schedule["anneal_epochs"])
+
     name = f"resnet{profile.depth}_aig_t{target:g}"
-    history = fit(net, data, schedule["config"], run_dir(profile, name), device=profile.device,
-                  extra_losses={"target_loss": target_loss}, progress=progress,
-                  description=f"{name} ({profile.name})")
-    return net, history
+    return net, train_cached(profile, name, net, data, schedule["config"], progress,
+                             extra_losses={"target_loss": target_loss}, on_epoch_start=set_noise)

@@ -5,6 +5,12 @@ and gives two logits, (skip, run). Training samples a hard decision with the str
 Gumbel-softmax (forward: 0 or 1; backward: the softmax's gradient); the noise keeps gates from
 collapsing to always-on or always-off. Evaluation takes the larger logit, without noise.
 Downsampling blocks always run.
+
+The official code keeps sampling with noise at test time. Deterministic test-time gates are what
+skipped execution needs, but after a short run the gates are still undecided (open probabilities
+near t for most images), and the larger logit then runs a layer far more or less often than t.
+``noise`` lets a schedule anneal the noise to 0 at the end of training, so that the target-rate
+loss acts on the very decisions used at test time.
 """
 from __future__ import annotations
 
@@ -55,15 +61,23 @@ class AIGGates(nn.Module):
                              if k not in backbone.downsampling_blocks]
         self.gates = nn.ModuleDict({str(k): Gate(backbone.blocks[k].conv1.in_channels, hidden)
                                     for k in self.gated_blocks})
+        # Scale of the Gumbel noise in training: 1 is the paper's sampler; annealing it to 0
+        # trains the deterministic test-time decisions themselves (a course addition, see below).
+        self.noise = 1.0
 
     def forward(self, block_index: int, block_input: torch.Tensor) -> torch.Tensor | None:
         gate = self.gates[str(block_index)] if str(block_index) in self.gates else None
         if gate is None:
             return None  # downsampling blocks always run
         logits = gate(block_input).float()
-        if self.training:
-            return F.gumbel_softmax(logits, tau=1.0, hard=True)[:, RUN]
-        return (logits[:, RUN] > logits[:, SKIP]).to(block_input.dtype)
+        if not self.training:
+            return (logits[:, RUN] > logits[:, SKIP]).to(block_input.dtype)
+        if self.noise > 0:
+            # softmax((logits / s + g) * s) = softmax(logits + s * g): Gumbel noise scaled by s
+            return F.gumbel_softmax(logits / self.noise, tau=1 / self.noise, hard=True)[:, RUN]
+        soft = logits.softmax(dim=1)  # no noise: the eval decision, with the softmax's gradient
+        hard = (logits[:, RUN] > logits[:, SKIP]).to(soft.dtype)
+        return hard - soft[:, RUN].detach() + soft[:, RUN]
 
     def macs_and_params(self) -> tuple[int, int]:
         """Per-image MACs of all gates (their linear layers; pooling is not counted) and their

@@ -1,0 +1,42 @@
+"""The cached training entry points, on synthetic data in a temporary course folder."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+import dyninf.train as train_module
+from dyninf.data import synthetic_dataset
+from dyninf.profiles import get_profile
+from dyninf.trained import run_dir, train_aig, train_baseline, train_stochastic_depth
+
+
+@pytest.fixture
+def course(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNINF_HOME", str(tmp_path))
+    quick = get_profile("quick", device="cpu")
+    short = replace(quick, train=replace(quick.train, epochs=2))   # keeps the name, so AIG's schedule
+    return short, synthetic_dataset(train_per_class=26, test_per_class=4)
+
+
+def test_baseline_is_trained_once_then_loaded(course, monkeypatch):
+    profile, data = course
+    net, history = train_baseline(profile, data, progress=False)
+    assert len(history) == profile.train.epochs
+    assert (run_dir(profile, "resnet20") / "checkpoint.pt").exists()
+    monkeypatch.setattr(train_module, "_train_one_epoch", lambda *a: pytest.fail("retrained"))
+    again, same = train_baseline(profile, data, progress=False)
+    assert same.equals(history)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+
+
+def test_stochastic_depth_and_aig_runs_are_cached_under_their_names(course):
+    profile, data = course
+    sd, sd_history = train_stochastic_depth(profile, data, p_last=0.5, progress=False)
+    assert (run_dir(profile, "resnet20_sd_pL0.5") / "history.json").exists()
+    assert not sd.training and sd.decider(0, torch.zeros(3, 16, 4, 4)) is None   # eval: plain net
+    aig, aig_history = train_aig(profile, data, target=0.5, progress=False)
+    assert "target_loss" in aig_history.columns and (aig_history.target_loss >= 0).all()
+    assert (run_dir(profile, "resnet20") / "checkpoint.pt").exists()        # finetuned from it
+    assert (run_dir(profile, "resnet20_aig_t0.5") / "checkpoint.pt").exists()
+    with pytest.raises(ValueError, match="target rate"):
+        train_aig(profile, data, target=1.5, progress=False)
