@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dyninf.train import predict
+from dyninf.train import evaluate
 
 
 def lesion_decisions(num_images: int, num_blocks: int, deleted: list[int]) -> torch.Tensor:
@@ -23,8 +23,8 @@ def lesion_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
                     **predict_kwargs) -> float:
     """Test accuracy of ``net`` (a backbone) with the blocks in ``deleted`` removed."""
     decisions = lesion_decisions(len(images), net.num_blocks, deleted)
-    logits = predict(net, images, decisions=decisions, mode="skipped", **predict_kwargs)
-    return (logits.argmax(1) == labels).float().mean().item()
+    return evaluate(net, images, labels, decisions=decisions, mode="skipped",
+                    **predict_kwargs)["accuracy"]
 
 
 def single_block_lesions(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
