@@ -4,7 +4,7 @@ import torch
 from dyninf.backbones import cifar_resnet
 from dyninf.deciders import AIGGates, target_rate_loss
 from dyninf.deciders.aig import Gate
-from dyninf.dynamic import DynamicNetwork
+from dyninf.dynamic import DynamicNetwork, predict_with_decisions
 
 
 def _aig(depth=20):
@@ -89,23 +89,32 @@ def test_gate_cost_is_small():
     assert params > 0
 
 
-def test_without_noise_training_takes_the_larger_logit_with_the_softmax_gradient():
-    net = _aig(8)
-    gates = net.decider.train()
-    gates.noise = 0.0
-    block_input = torch.relu(torch.randn(64, 16, 4, 4))
-    for gate in gates.gates.values():
+def test_threshold_for_rate_by_hand():
+    from dyninf.deciders.aig import _threshold_for_rate
+
+    margins = torch.arange(10, dtype=torch.float32)          # 0 .. 9
+    assert _threshold_for_rate(margins, 0.3) == 6.0           # 7, 8, 9 pass: 3 of 10
+    assert _threshold_for_rate(margins[:4] / 10, 0.75) == pytest.approx(0.0)   # 0.1, 0.2, 0.3 pass
+    assert _threshold_for_rate(margins, 1.0) == -float("inf")
+
+
+def test_calibrated_gates_run_each_layer_at_the_target_rate_deterministically():
+    from dyninf.deciders import calibrate_thresholds
+
+    net = _aig()
+    for gate in net.decider.gates.values():  # gates that decide differently per image
         torch.nn.init.normal_(gate.fc2.weight, std=3.0)
-    decisions = gates(0, block_input)
-    logits = gates.gates["0"](block_input)   # same batch, so the same BatchNorm statistics
-    assert torch.equal(decisions.detach(), (logits[:, 1] > logits[:, 0]).float())
-    assert 0 < decisions.mean() < 1
-    decisions.sum().backward()
-    assert gates.gates["0"].fc2.weight.grad.abs().sum() > 0
-
-
-def test_noise_schedule_by_hand():
-    from dyninf.trained import gumbel_noise_scale
-
-    assert [gumbel_noise_scale(e, 4, 2) for e in range(4)] == [1.0, 1.0, 0.5, 0.0]
-    assert [gumbel_noise_scale(e, 3, 0) for e in range(3)] == [1.0, 1.0, 1.0]
+    images = torch.randint(0, 256, (400, 3, 32, 32), dtype=torch.uint8)
+    calibrate_thresholds(net, images, 0.3)
+    assert all(gate.threshold.item() != 0 for gate in net.decider.gates.values())
+    assert net.decider.calibrating_to is None
+    _, first = predict_with_decisions(net, images)
+    _, again = predict_with_decisions(net, images, batch_size=64)
+    assert torch.equal(first, again)
+    rates = first[:, net.decider.gated_blocks].mean(0)
+    assert torch.allclose(rates, torch.full_like(rates, 0.3), atol=1 / 400)
+    assert (first[:, [3, 6]] == 1).all()
+    calibrate_thresholds(net, images, 1.0)
+    assert (predict_with_decisions(net, images)[1] == 1).all()
+    with pytest.raises(ValueError, match="target rate"):
+        calibrate_thresholds(net, images, 1.5)

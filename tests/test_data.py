@@ -157,6 +157,22 @@ def test_balanced_subset_is_balanced_and_seeded():
     assert len(dataset.subset(None, 3).train_images) == 200
     with pytest.raises(ValueError, match="fewer than the 21 per class"):
         dataset.subset(21, 3)
+    assert len(a.held_out_images) == 0 and a.held_out_images.shape[1:] == (3, 32, 32)
+
+
+def test_held_out_images_are_unused_training_images_and_leave_the_subset_unchanged():
+    dataset = synthetic_dataset(20, 10)
+    dataset.train_images[:, 0, 0, 0] = torch.arange(200, dtype=torch.uint8)   # tag each image
+    plain, with_held_out = dataset.subset(5, 3, seed=1), dataset.subset(5, 3, seed=1, held_out_per_class=4)
+    assert torch.equal(plain.train_images, with_held_out.train_images)
+    assert torch.equal(plain.test_images, with_held_out.test_images)
+    assert torch.bincount(with_held_out.held_out_labels).tolist() == [4] * 10
+    used, held_out = (set(d[:, 0, 0, 0].tolist()) for d in (plain.train_images, with_held_out.held_out_images))
+    assert len(held_out) == 40 and not used & held_out
+    with pytest.raises(ValueError, match="fewer than the 21 per class"):
+        dataset.subset(17, 3, held_out_per_class=4)
+    with pytest.raises(ValueError, match="no images to hold out"):
+        dataset.subset(None, 3, held_out_per_class=4)
 
 
 @pytest.mark.skipif(not os.environ.get(SOURCE_VARIABLE)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from dyninf.backbones import cifar_resnet
@@ -15,3 +16,16 @@ def test_latency_and_training_step_timings_are_positive_and_train_the_model():
                                     min_run_time=0.05)
     assert 0 < seconds < 10 and net.training
     assert not torch.equal(before, net.stem[0].weight)
+
+
+def test_latency_times_the_given_images_and_checks_their_count():
+    class Recorder(torch.nn.Module):
+        def forward(self, images, mode=None):
+            self.seen = images
+            return images.sum()
+
+    recorder, images = Recorder(), torch.randn(3, 3, 32, 32)
+    measure_latency(recorder, 3, images=images, min_run_time=0.01)
+    assert torch.equal(recorder.seen, images)
+    with pytest.raises(ValueError, match="a batch of 2 images"):
+        measure_latency(recorder, 2, images=images)

@@ -7,7 +7,8 @@ import torch
 import dyninf.train as train_module
 from dyninf.data import synthetic_dataset
 from dyninf.profiles import get_profile
-from dyninf.trained import run_dir, train_aig, train_baseline, train_stochastic_depth
+from dyninf.trained import (CALIBRATION_IMAGES, calibration_images, run_dir, train_aig, train_baseline,
+                            train_stochastic_depth)
 
 
 @pytest.fixture
@@ -38,5 +39,16 @@ def test_stochastic_depth_and_aig_runs_are_cached_under_their_names(course):
     assert "target_loss" in aig_history.columns and (aig_history.target_loss >= 0).all()
     assert (run_dir(profile, "resnet20") / "checkpoint.pt").exists()        # finetuned from it
     assert (run_dir(profile, "resnet20_aig_t0.5") / "checkpoint.pt").exists()
+    assert all(gate.threshold.item() != 0 for gate in aig.decider.gates.values())   # calibrated
+    uncalibrated, _ = train_aig(profile, data, target=0.5, progress=False, calibrate=False)
+    assert all(gate.threshold.item() == 0 for gate in uncalibrated.decider.gates.values())
     with pytest.raises(ValueError, match="target rate"):
         train_aig(profile, data, target=1.5, progress=False)
+
+
+def test_calibration_images_are_the_held_out_ones_else_a_fixed_sample_of_training_images():
+    whole = synthetic_dataset(300, 2)
+    held = whole.subset(100, None, held_out_per_class=20)
+    assert calibration_images(held) is held.held_out_images
+    sample = calibration_images(whole)
+    assert len(sample) == CALIBRATION_IMAGES and torch.equal(sample, calibration_images(whole))

@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
@@ -42,6 +42,8 @@ class ImageDataset:
     """A labelled image classification data set held in memory.
 
     Images are uint8 tensors of shape (N, 3, H, W); labels are int64 class indices into ``classes``.
+    ``held_out_*``: training-set images left out of training (a subset can keep some), for
+    decisions that must be tuned on unseen images without touching the test set; empty by default.
     """
 
     train_images: torch.Tensor
@@ -49,33 +51,45 @@ class ImageDataset:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     classes: tuple[str, ...]
+    held_out_images: torch.Tensor = field(default_factory=lambda: torch.empty(0, *IMAGE_SHAPE, dtype=torch.uint8))
+    held_out_labels: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
 
     def __repr__(self) -> str:
         return (f"ImageDataset({len(self.classes)} classes, train {tuple(self.train_images.shape)}, "
                 f"test {tuple(self.test_images.shape)})")
 
     def subset(self, train_per_class: int | None, test_per_class: int | None,
-               seed: int = 0) -> "ImageDataset":
-        """A class-balanced random subset (``None`` keeps a split whole), the same for the same seed."""
+               seed: int = 0, held_out_per_class: int = 0) -> "ImageDataset":
+        """A class-balanced random subset (``None`` keeps a split whole), the same for the same
+        seed, keeping ``held_out_per_class`` of the training images it leaves out as held-out."""
         generator = torch.Generator().manual_seed(seed)
-        train = _balanced_indices(self.train_labels, train_per_class, len(self.classes), generator)
-        test = _balanced_indices(self.test_labels, test_per_class, len(self.classes), generator)
+        train, held_out = _balanced_indices(self.train_labels, train_per_class, len(self.classes),
+                                            generator, held_out_per_class)
+        test, _ = _balanced_indices(self.test_labels, test_per_class, len(self.classes), generator)
         return ImageDataset(self.train_images[train], self.train_labels[train],
-                            self.test_images[test], self.test_labels[test], self.classes)
+                            self.test_images[test], self.test_labels[test], self.classes,
+                            self.train_images[held_out], self.train_labels[held_out])
 
 
 def _balanced_indices(labels: torch.Tensor, per_class: int | None, num_classes: int,
-                      generator: torch.Generator) -> torch.Tensor:
+                      generator: torch.Generator, extra_per_class: int = 0
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` random indices of each class, and ``extra_per_class`` more that are not
+    among them."""
     if per_class is None:
-        return torch.arange(len(labels))
-    chosen = []
+        if extra_per_class:
+            raise ValueError("a split kept whole leaves no images to hold out")
+        return torch.arange(len(labels)), torch.arange(0)
+    chosen, extra = [], []
     for label in range(num_classes):
         members = (labels == label).nonzero().squeeze(1)
-        if len(members) < per_class:
+        if len(members) < per_class + extra_per_class:
             raise ValueError(f"class {label} has {len(members)} images, fewer than the "
-                             f"{per_class} per class asked for")
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
-    return torch.cat(chosen).sort().values
+                             f"{per_class + extra_per_class} per class asked for")
+        shuffled = members[torch.randperm(len(members), generator=generator)]
+        chosen.append(shuffled[:per_class])
+        extra.append(shuffled[per_class:per_class + extra_per_class])
+    return torch.cat(chosen).sort().values, torch.cat(extra).sort().values
 
 
 def load_cifar10(source: str | os.PathLike | None = None,

@@ -8,12 +8,19 @@ from torch.utils import benchmark
 
 def measure_latency(net: nn.Module, batch_size: int, *, decisions: torch.Tensor | None = None,
                     mode: str = "masked", device: torch.device | str = "cpu",
-                    image_size: int = 32, min_run_time: float = 0.5) -> float:
+                    image_size: int = 32, min_run_time: float = 0.5,
+                    images: torch.Tensor | None = None) -> float:
     """Median seconds for one eval-mode forward pass of a random batch of ``batch_size`` images,
-    using all of PyTorch's threads (``benchmark.Timer`` defaults to one)."""
+    using all of PyTorch's threads (``benchmark.Timer`` defaults to one). ``images``: a real
+    batch (normalised float, ``batch_size`` of them) to time instead, for deciders that look at
+    the image: on random images they would decide differently."""
     device = torch.device(device)
     net = net.to(device).eval()
-    images = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    if images is None:
+        images = torch.randn(batch_size, 3, image_size, image_size)
+    elif len(images) != batch_size:
+        raise ValueError(f"expected a batch of {batch_size} images, got {tuple(images.shape)}")
+    images = images.to(device)
     images = images.contiguous(memory_format=torch.channels_last)
     kwargs = {"mode": mode}
     if decisions is not None:  # a DynamicNetwork takes its decisions from its own decider

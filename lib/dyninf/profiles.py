@@ -23,12 +23,16 @@ class Profile:
     train_per_class: int | None     # class-balanced training subset (None = all 5,000 per class)
     test_per_class: int | None      # class-balanced test subset (None = all 1,000 per class)
     train: TrainConfig
+    # training images left out of the subset and kept unseen, for tuning test-time decisions
+    # (AIG's gate thresholds); 0 when all training images are used
+    held_out_per_class: int = 0
     latency_batch_sizes: tuple[int, ...] = (1, 256)
     device: torch.device = field(default_factory=default_device)
 
     def load_data(self) -> ImageDataset:
         """CIFAR-10, cut to this profile's class-balanced subset (the same one every time)."""
-        return load_cifar10().subset(self.train_per_class, self.test_per_class, seed=self.train.seed)
+        return load_cifar10().subset(self.train_per_class, self.test_per_class, seed=self.train.seed,
+                                     held_out_per_class=self.held_out_per_class)
 
     @property
     def runs(self) -> str:
@@ -42,6 +46,7 @@ PROFILES = {
         depth=20, train_per_class=1000, test_per_class=200,
         train=TrainConfig(epochs=8, batch_size=128, lr=0.2, schedule="onecycle",
                           weight_decay=5e-4),
+        held_out_per_class=200,
     ),
     "standard": Profile(
         name="standard", needs="one GPU, about 15 minutes per notebook",

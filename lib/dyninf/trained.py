@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
 from torch import nn
 
 from dyninf.backbones import CifarResNet, cifar_resnet
 from dyninf.data import ImageDataset
-from dyninf.deciders import AIGGates, StochasticDepth, check_target_rate, target_rate_loss
+from dyninf.deciders import (AIGGates, StochasticDepth, calibrate_thresholds, check_target_rate,
+                             target_rate_loss)
 from dyninf.dynamic import DynamicNetwork
 from dyninf.paths import runs_dir
 from dyninf.profiles import Profile
@@ -54,37 +56,40 @@ def train_stochastic_depth(profile: Profile, data: ImageDataset | None = None, p
 
 
 # ConvNet-AIG. quick and standard finetune the profile's trained baseline with gates added (cheap,
-# and a good backbone lets short runs show the gates' behaviour). Short runs also give the fresh
-# gates a larger learning rate and the target-rate loss a larger weight, and anneal the Gumbel
-# noise to 0 over their last ``anneal_epochs`` epochs, so that the deterministic test-time gates
-# reach their targets (see dyninf.deciders.aig). paper trains ResNet-110 from scratch with the
-# official code's CIFAR-10 schedule: 350 epochs, batch 256, lr 0.1 divided by 10 at epochs 150
-# and 250, momentum 0.9 (not Nesterov), weight decay 5e-4, target-loss weight 2, noise throughout.
+# and a good backbone lets short runs show the gates' behaviour); short runs also give the fresh
+# gates a larger learning rate and the target-rate loss a larger weight. paper trains ResNet-110
+# from scratch with the official code's CIFAR-10 schedule: 350 epochs, batch 256, lr 0.1 divided
+# by 10 at epochs 150 and 250, momentum 0.9 (not Nesterov), weight decay 5e-4, target-loss weight 2.
 AIG_SCHEDULES = {
-    "quick": {"finetune": True, "targets": (0.5, 0.7), "loss_weight": 10.0, "anneal_epochs": 2,
+    "quick": {"finetune": True, "targets": (0.5, 0.7), "loss_weight": 10.0,
               "config": TrainConfig(epochs=4, batch_size=128, lr=0.05, schedule="onecycle",
                                     decider_lr_factor=20)},
     "standard": {"finetune": True, "targets": (0.5, 0.7, 0.9), "loss_weight": 5.0,
-                 "anneal_epochs": 10,
                  "config": TrainConfig(epochs=30, batch_size=128, lr=0.05, schedule="onecycle",
                                        decider_lr_factor=10)},
-    "paper": {"finetune": False, "targets": (0.7,), "loss_weight": 2.0, "anneal_epochs": 0,
+    "paper": {"finetune": False, "targets": (0.7,), "loss_weight": 2.0,
               "config": TrainConfig(epochs=350, batch_size=256, lr=0.1, schedule="step",
                                     milestones=(150 / 350, 250 / 350), nesterov=False)},
 }
+CALIBRATION_IMAGES = 2000   # images the gate thresholds are set on when none are held out
 
 
-def gumbel_noise_scale(epoch: int, epochs: int, anneal_epochs: int) -> float:
-    """1 until the last ``anneal_epochs`` epochs, then linearly down to 0 in the last epoch."""
-    if anneal_epochs <= 0:
-        return 1.0
-    return min(1.0, max(0.0, (epochs - 1 - epoch) / anneal_epochs))
+def calibration_images(data: ImageDataset, seed: int = 0) -> torch.Tensor:
+    """Images to set AIG's test-time thresholds on: the held-out training images when the profile
+    keeps some (unseen in training, like the test set), else a random sample of the training
+    images (full-data profiles; after a long run the gates treat both alike)."""
+    if len(data.held_out_images):
+        return data.held_out_images
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(data.train_images), generator=generator)[:CALIBRATION_IMAGES]
+    return data.train_images[chosen.sort().values]
 
 
 def train_aig(profile: Profile, data: ImageDataset | None = None, target: float = 0.7,
-              progress: bool = True) -> tuple[DynamicNetwork, pd.DataFrame]:
+              progress: bool = True, calibrate: bool = True) -> tuple[DynamicNetwork, pd.DataFrame]:
     """ConvNet-AIG on the profile's backbone for target rate ``target``: trained in masked mode
-    (the gates' straight-through gradient needs every residual), evaluated in skipped mode."""
+    (the gates' straight-through gradient needs every residual), evaluated in skipped mode with
+    thresholds calibrated to ``target`` (``calibrate=False``: the paper's larger-logit rule)."""
     check_target_rate(target)
     data = data if data is not None else profile.load_data()
     schedule = AIG_SCHEDULES[profile.name]
@@ -99,10 +104,9 @@ def train_aig(profile: Profile, data: ImageDataset | None = None, target: float 
     def target_loss(model, images, labels, logits):
         return schedule["loss_weight"] * target_rate_loss(model.last_decisions, target, model.decider.gated_blocks)
 
-    def set_noise(model, epoch):
-        model.decider.noise = gumbel_noise_scale(epoch, schedule["config"].epochs,
-                                                 schedule["anneal_epochs"])
-
     name = f"resnet{profile.depth}_aig_t{target:g}"
-    return net, train_cached(profile, name, net, data, schedule["config"], progress,
-                             extra_losses={"target_loss": target_loss}, on_epoch_start=set_noise)
+    history = train_cached(profile, name, net, data, schedule["config"], progress,
+                           extra_losses={"target_loss": target_loss})
+    if calibrate:
+        calibrate_thresholds(net, calibration_images(data, profile.train.seed), target, profile.device)
+    return net, history

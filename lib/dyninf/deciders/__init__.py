@@ -4,9 +4,9 @@ Every method of the course is the same residual network with a different decider
 a fixed tensor (this module), a random decider (stochastic depth), a local gate per block (AIG),
 a global policy (BlockDrop) and a global gater over filters (GaterNet).
 """
-from dyninf.deciders.aig import AIGGates, check_target_rate, target_rate_loss
+from dyninf.deciders.aig import AIGGates, calibrate_thresholds, check_target_rate, target_rate_loss
 from dyninf.deciders.base import BlockDecider, FixedDecisions, as_decider, random_decisions
 from dyninf.deciders.stochastic_depth import StochasticDepth, survival_probabilities
 
-__all__ = ["AIGGates", "check_target_rate", "target_rate_loss", "BlockDecider", "FixedDecisions", "StochasticDepth", "as_decider", "random_decisions",
+__all__ = ["AIGGates", "calibrate_thresholds", "check_target_rate", "target_rate_loss", "BlockDecider", "FixedDecisions", "StochasticDepth", "as_decider", "random_decisions",
            "survival_probabilities"]

@@ -3,14 +3,14 @@
 Each gate looks at its block's input (global average pooling -> FC -> BatchNorm -> ReLU -> FC)
 and gives two logits, (skip, run). Training samples a hard decision with the straight-through
 Gumbel-softmax (forward: 0 or 1; backward: the softmax's gradient); the noise keeps gates from
-collapsing to always-on or always-off. Evaluation takes the larger logit, without noise.
-Downsampling blocks always run.
+collapsing to always-on or always-off. Downsampling blocks always run.
 
-The official code keeps sampling with noise at test time. Deterministic test-time gates are what
-skipped execution needs, but after a short run the gates are still undecided (open probabilities
-near t for most images), and the larger logit then runs a layer far more or less often than t.
-``noise`` lets a schedule anneal the noise to 0 at the end of training, so that the target-rate
-loss acts on the very decisions used at test time.
+Evaluation is deterministic (skipped execution needs a decision, not a sample): a block runs when
+logit(run) - logit(skip) exceeds its gate's threshold. The official code samples at test time
+instead. After a short run most gates are undecided (open probability near t for most images),
+and the paper's "larger logit" rule then runs a layer far more or less often than t;
+``calibrate_thresholds`` sets each threshold on held-out images so that the deterministic gate
+runs its layer at the target rate, keeping the gates' ranking of the images.
 """
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dyninf.train import predict
+
 if TYPE_CHECKING:
     from dyninf.backbones import CifarResNet
+    from dyninf.dynamic import DynamicNetwork
 
 SKIP, RUN = 0, 1
 
@@ -45,6 +48,9 @@ class Gate(nn.Module):
         nn.init.normal_(self.fc2.weight, std=0.001)
         with torch.no_grad():
             self.fc2.bias.copy_(torch.tensor([0.1, 2.0]))
+        # Evaluation runs the block when logit(run) - logit(skip) > threshold: 0 is the paper's
+        # larger logit; calibrate_thresholds moves it so that the layer runs at its target rate.
+        self.register_buffer("threshold", torch.zeros(()))
 
     def forward(self, block_input: torch.Tensor) -> torch.Tensor:
         pooled = block_input.mean(dim=(2, 3))
@@ -61,9 +67,7 @@ class AIGGates(nn.Module):
                              if k not in backbone.downsampling_blocks]
         self.gates = nn.ModuleDict({str(k): Gate(backbone.blocks[k].conv1.in_channels, hidden)
                                     for k in self.gated_blocks})
-        # Scale of the Gumbel noise in training: 1 is the paper's sampler; annealing it to 0
-        # trains the deterministic test-time decisions themselves (a course addition, see below).
-        self.noise = 1.0
+        self.calibrating_to: float | None = None   # set by calibrate_thresholds
 
     def forward(self, block_index: int, block_input: torch.Tensor) -> torch.Tensor | None:
         gate = self.gates[str(block_index)] if str(block_index) in self.gates else None
@@ -71,19 +75,38 @@ class AIGGates(nn.Module):
             return None  # downsampling blocks always run
         logits = gate(block_input).float()
         if not self.training:
-            return (logits[:, RUN] > logits[:, SKIP]).to(block_input.dtype)
-        if self.noise > 0:
-            # softmax((logits / s + g) * s) = softmax(logits + s * g): Gumbel noise scaled by s
-            return F.gumbel_softmax(logits / self.noise, tau=1 / self.noise, hard=True)[:, RUN]
-        soft = logits.softmax(dim=1)  # no noise: the eval decision, with the softmax's gradient
-        hard = (logits[:, RUN] > logits[:, SKIP]).to(soft.dtype)
-        return hard - soft[:, RUN].detach() + soft[:, RUN]
+            margin = logits[:, RUN] - logits[:, SKIP]
+            if self.calibrating_to is not None:
+                gate.threshold.fill_(_threshold_for_rate(margin, self.calibrating_to))
+            return (margin > gate.threshold).to(block_input.dtype)
+        return F.gumbel_softmax(logits, tau=1.0, hard=True)[:, RUN]
 
     def macs_and_params(self) -> tuple[int, int]:
         """Per-image MACs of all gates (their linear layers; pooling is not counted) and their
         parameter count."""
         macs = sum(m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear))
         return macs, sum(p.numel() for p in self.parameters())
+
+
+def _threshold_for_rate(margin: torch.Tensor, rate: float) -> float:
+    """The threshold that ``margin > threshold`` passes for a fraction ``rate`` of the values."""
+    if rate >= 1:
+        return -float("inf")
+    return torch.quantile(margin, 1 - rate, interpolation="lower").item()
+
+
+@torch.no_grad()
+def calibrate_thresholds(net: "DynamicNetwork", images: torch.Tensor, target: float,
+                         device: torch.device | str | None = None) -> None:
+    """Set every gate's test-time threshold so that it runs its block for a fraction ``target``
+    of ``images`` (uint8, images the network did not train on), gate after gate in block order,
+    each seeing the decisions of the gates before it (one forward pass over all the images)."""
+    check_target_rate(target)
+    net.decider.calibrating_to = target
+    try:
+        predict(net, images, batch_size=len(images), device=device)
+    finally:
+        net.decider.calibrating_to = None
 
 
 def target_rate_loss(decisions: torch.Tensor, target: float, gated_blocks: list[int]) -> torch.Tensor:
