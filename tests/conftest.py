@@ -7,7 +7,18 @@ import pytest
 import torch
 from PIL import Image
 
+from dyninf.backbones import cifar_resnet
 from dyninf.data import CIFAR10_CLASSES
+
+
+def settled_resnet(depth: int = 20, seed: int = 0):
+    """An eval-mode CIFAR ResNet whose BatchNorm statistics are not the identity."""
+    torch.manual_seed(seed)
+    net = cifar_resnet(depth).train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(16, 3, 32, 32))
+    return net.eval()
 
 
 def class_colour(label: int, index: int) -> tuple[int, int, int]:

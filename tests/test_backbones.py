@@ -1,22 +1,13 @@
 import pytest
 import torch
 
+from conftest import settled_resnet
 from dyninf.backbones import BasicBlock, cifar_resnet
 from dyninf.deciders import random_decisions
 
 
 def _images(batch=6, size=32):
     return torch.randn(batch, 3, size, size)
-
-
-def _trained_like(depth=20):
-    """A network whose BatchNorm statistics are not the identity, in eval mode."""
-    net = cifar_resnet(depth)
-    net.train()
-    with torch.no_grad():
-        for _ in range(3):
-            net(_images(16))
-    return net.eval()
 
 
 @pytest.mark.parametrize("depth", [21, 7, 2, 19.0, "20"])
@@ -40,7 +31,7 @@ def test_output_shape_and_classes():
 
 
 def test_plain_equals_all_ones_in_both_modes():
-    net = _trained_like()
+    net = settled_resnet()
     x = _images()
     ones = torch.ones(6, net.num_blocks)
     with torch.no_grad():
@@ -52,7 +43,7 @@ def test_plain_equals_all_ones_in_both_modes():
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("keep", [0.2, 0.5, 0.9])
 def test_masked_and_skipped_agree_on_random_decisions(seed, keep):
-    net = _trained_like()
+    net = settled_resnet()
     x = _images(16)
     decisions = random_decisions(16, net.num_blocks, keep, seed=seed)
     decisions[:, 1] = 0   # a block no image runs
@@ -64,7 +55,7 @@ def test_masked_and_skipped_agree_on_random_decisions(seed, keep):
 
 
 def test_skipping_every_block_leaves_only_the_shortcuts():
-    net = _trained_like()
+    net = settled_resnet()
     x = _images()
     with torch.no_grad():
         hidden = net.stem(x)
@@ -148,7 +139,7 @@ def test_a_decider_returning_the_wrong_shape_is_a_clear_error():
 
 
 def test_decision_values_other_than_one_scale_the_residual_in_both_modes():
-    net = _trained_like(8)
+    net = settled_resnet(8)
     x = _images()
     weights = torch.tensor([[0, 2.0, 1], [0.5, 0, 2.0], [2.0, 2.0, 0], [0, 0, 0], [1, 1, 1], [3.0, 1, 0]])
     with torch.no_grad():
@@ -165,7 +156,7 @@ def test_decision_values_other_than_one_scale_the_residual_in_both_modes():
 
 
 def test_a_decider_may_return_none_for_all_run():
-    net = _trained_like(8)
+    net = settled_resnet(8)
     x = _images()
     with torch.no_grad():
         assert torch.equal(net(x, decisions=lambda index, h: None, mode="skipped"), net(x))

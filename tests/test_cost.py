@@ -63,3 +63,29 @@ def test_counting_leaves_the_network_as_it_was():
     assert net.training
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # BN stats untouched
     assert not any(m._forward_hooks for m in net.modules())
+
+
+def test_spent_macs_with_filter_gates_by_hand():
+    cost = network_cost(cifar_resnet(8))                  # blocks of 16, 32, 64 gated filters
+    assert cost.block_filters == (16, 32, 64)
+    gates = torch.ones(2, 112)
+    gates[0, :8] = 0                                       # image 0: half of block 0's filters
+    gates[1, 16:48] = 0                                    # image 1: all of block 1's
+    decisions = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    b0, b1, b2 = cost.block_macs
+    assert cost.spent_macs(filter_gates=gates).tolist() == [cost.total_macs - b0 / 2, cost.total_macs - b1]
+    assert cost.spent_macs(decisions, gates).tolist() == [cost.total_macs - b0 / 2, cost.total_macs - b1 - b2]
+    with pytest.raises(ValueError, match=r"filter gates must have shape \(2, 112\)"):
+        cost.spent_macs(filter_gates=torch.ones(2, 111))
+    with pytest.raises(ValueError, match="give decisions, filter gates or both"):
+        cost.spent_macs()
+
+
+def test_spent_macs_with_filter_gates_is_what_skipped_mode_computes_at_batch_one():
+    net = cifar_resnet(20).eval()
+    cost = network_cost(net)
+    gates = (torch.rand(1, net.num_filter_gates, generator=torch.Generator().manual_seed(0)) < 0.6).float()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.randn(1, 3, 32, 32), filter_gates=gates, mode="skipped")
+    assert counter.get_total_flops() == 2 * cost.spent_macs(filter_gates=gates).item()

@@ -8,7 +8,7 @@ import dyninf.train as train_module
 from dyninf.data import synthetic_dataset
 from dyninf.profiles import get_profile
 from dyninf.trained import (CALIBRATION_IMAGES, calibration_images, run_dir, train_aig, train_baseline,
-                            train_stochastic_depth)
+                            train_gaternet, train_stochastic_depth)
 
 
 @pytest.fixture
@@ -52,3 +52,15 @@ def test_calibration_images_are_the_held_out_ones_else_a_fixed_sample_of_trainin
     assert calibration_images(held) is held.held_out_images
     sample = calibration_images(whole)
     assert len(sample) == CALIBRATION_IMAGES and torch.equal(sample, calibration_images(whole))
+
+
+def test_gaternet_runs_are_cached_under_their_l1_weight(course):
+    profile, data = course
+    net, history = train_gaternet(profile, data, sparsity_weight=0.5, progress=False)
+    assert "sparsity_loss" in history.columns and (history.sparsity_loss > 0).all()
+    assert (run_dir(profile, "resnet20_gaternet_l0.5") / "checkpoint.pt").exists()
+    assert net.decider.num_gates == net.backbone.num_filter_gates and not net.training
+    _, control = train_gaternet(profile, data, sparsity_weight=0.0, progress=False)
+    assert (control.sparsity_loss == 0).all()
+    with pytest.raises(ValueError, match="sparsity weight must be >= 0"):
+        train_gaternet(profile, data, sparsity_weight=-1.0, progress=False)

@@ -11,6 +11,13 @@ stochastic depth's 1/p does) a block computes ``relu(shortcut(x) + run * residua
 
 Both give the same outputs in eval mode: block inputs come out of a ReLU and the shortcut only
 subsamples and zero-pads, so ``shortcut(x) >= 0`` and ``relu(shortcut(x)) == shortcut(x)``.
+
+Filter gates (GaterNet) act inside the residual branch: per image, a gate on every output filter
+of the block's first convolution (the branch's inner filters; the block's output width is
+unchanged). Masked mode multiplies those feature maps by the gates. Skipped mode, in eval,
+computes only the filters open for some image of the batch, by slicing the first convolution's
+output filters and the second's input channels (at batch 1: exactly the open filters), and masks
+the rest; in training it falls back to masking (the gates' gradient needs every filter).
 """
 from __future__ import annotations
 
@@ -36,27 +43,36 @@ class ResidualBlock(nn.Module):
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
+    gated_filters: int   # how many filter gates the residual branch takes
+
+    def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None,
+                 mode: str = "masked") -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, run: torch.Tensor | None = None,
-                mode: str = "masked") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, run: torch.Tensor | None = None, mode: str = "masked",
+                filters: torch.Tensor | None = None) -> torch.Tensor:
+        """``run``: (batch,) block decisions; ``filters``: (batch, gated_filters) filter gates."""
         if run is None:
-            return F.relu(self.shortcut(x) + self.residual(x))
+            return F.relu(self.shortcut(x) + self.residual(x, filters, mode))
         if mode == "masked":
-            return F.relu(self.shortcut(x) + run.to(x.dtype).view(-1, 1, 1, 1) * self.residual(x))
-        return self._forward_skipped(x, run)
+            residual = self.residual(x, filters, mode)
+            return F.relu(self.shortcut(x) + run.to(x.dtype).view(-1, 1, 1, 1) * residual)
+        return self._forward_skipped(x, run, filters)
 
-    def _forward_skipped(self, x: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
+    def _forward_skipped(self, x: torch.Tensor, run: torch.Tensor,
+                         filters: torch.Tensor | None) -> torch.Tensor:
         shortcut = self.shortcut(x)
         running = run.nonzero().squeeze(1)
         if len(running) == 0:
             return shortcut
         if len(running) == len(x):
-            return F.relu(shortcut + run.to(x.dtype).view(-1, 1, 1, 1) * self.residual(x))
+            residual = self.residual(x, filters, "skipped")
+            return F.relu(shortcut + run.to(x.dtype).view(-1, 1, 1, 1) * residual)
         weight = run.index_select(0, running).to(x.dtype).view(-1, 1, 1, 1)
-        executed = F.relu(shortcut.index_select(0, running)
-                          + weight * self.residual(x.index_select(0, running)))
+        if filters is not None:
+            filters = filters.index_select(0, running)
+        residual = self.residual(x.index_select(0, running), filters, "skipped")
+        executed = F.relu(shortcut.index_select(0, running) + weight * residual)
         return shortcut.index_copy(0, running, executed)
 
 
@@ -73,6 +89,7 @@ class BasicBlock(ResidualBlock):
         self.stride = stride
         self.extra_channels = out_channels - in_channels
         self.downsamples = stride != 1 or in_channels != out_channels
+        self.gated_filters = out_channels
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if not self.downsamples:
@@ -80,8 +97,32 @@ class BasicBlock(ResidualBlock):
         x = x[:, :, ::self.stride, ::self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+    def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None,
+                 mode: str = "masked") -> torch.Tensor:
+        if filters is None:
+            return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        if mode == "masked" or self.training:
+            hidden = F.relu(self.bn1(self.conv1(x))) * filters.to(x.dtype)[:, :, None, None]
+            return self.bn2(self.conv2(hidden))
+        return self._residual_of_open_filters(x, filters)
+
+    def _residual_of_open_filters(self, x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+        """Eval-mode residual computing only the filters some image of the batch keeps open."""
+        open_filters = filters.ne(0).any(0).nonzero().squeeze(1)
+        if len(open_filters) == 0:   # conv2 sees only zeros
+            size = (len(x), self.conv2.out_channels, *x.shape[2:])
+            return self.bn2(x.new_zeros(size)[:, :, ::self.stride, ::self.stride])
+        bn1 = self.bn1
+        hidden = F.conv2d(x, self.conv1.weight.index_select(0, open_filters), None,
+                          self.conv1.stride, self.conv1.padding)
+        hidden = F.relu(F.batch_norm(hidden, bn1.running_mean[open_filters],
+                                     bn1.running_var[open_filters], bn1.weight[open_filters],
+                                     bn1.bias[open_filters], False, 0.0, bn1.eps))
+        kept = filters.index_select(1, open_filters)
+        if not bool((kept == 1).all()):   # images differ (or gates are not 0/1): mask the rest
+            hidden = hidden * kept.to(x.dtype)[:, :, None, None]
+        return self.bn2(F.conv2d(hidden, self.conv2.weight.index_select(1, open_filters), None,
+                                 self.conv2.stride, self.conv2.padding))
 
 
 class CifarResNet(nn.Module):
@@ -90,6 +131,8 @@ class CifarResNet(nn.Module):
     ``forward(images, decisions=None, mode="masked")``: ``decisions`` is None (plain ResNet), a
     (batch, num_blocks) tensor (1 = run, 0 = skip) or a decider called before each block as
     ``decider(block_index, block_input)`` returning a (batch,) tensor, or None for "all run".
+    ``filter_gates``: None or (batch, num_filter_gates) gates on the residual branches' inner
+    filters, block after block (``filter_gate_slices`` says which columns each block takes).
     """
 
     def __init__(self, blocks_per_stage: int, num_classes: int = 10, width: int = 16):
@@ -106,6 +149,10 @@ class CifarResNet(nn.Module):
                 channels = out_channels
         self.blocks = nn.ModuleList(blocks)
         self.stage_of_block = [k // blocks_per_stage for k in range(len(blocks))]
+        offsets = [0]
+        for block in blocks:
+            offsets.append(offsets[-1] + block.gated_filters)
+        self.filter_gate_slices = [slice(a, b) for a, b in zip(offsets, offsets[1:])]
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                   nn.Linear(channels, num_classes))
         for module in self.modules():
@@ -117,19 +164,41 @@ class CifarResNet(nn.Module):
         return len(self.blocks)
 
     @property
+    def num_filter_gates(self) -> int:
+        """c: how many filter gates a GaterNet emits for this network."""
+        return self.filter_gate_slices[-1].stop
+
+    @property
     def downsampling_blocks(self) -> list[int]:
         """Indices of the blocks that change resolution or width (first of stages 2 and 3)."""
         return [k for k, block in enumerate(self.blocks) if block.downsamples]
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The plain network's pooled features (batch, channels), before the classifier: what a
+        gater or a policy network built from a ResNet looks at."""
+        return self.head[:-1](self._run_blocks(images, None, "masked", None)[0])
+
     def forward(self, images: torch.Tensor,
                 decisions: torch.Tensor | BlockDecider | None = None,
-                mode: str = "masked", return_decisions: bool = False):
+                mode: str = "masked", return_decisions: bool = False,
+                filter_gates: torch.Tensor | None = None):
         """Logits (batch, num_classes); with ``return_decisions`` also the (batch, num_blocks)
         decisions taken (all ones for a plain forward pass)."""
+        hidden, taken = self._run_blocks(images, decisions, mode, filter_gates)
+        logits = self.head(hidden)
+        if not return_decisions:
+            return logits
+        ones = torch.ones(len(images), device=images.device)
+        return logits, torch.stack([ones if run is None else run.to(ones.dtype) for run in taken], 1)
+
+    def _run_blocks(self, images, decisions, mode, filter_gates):
+        """The last block's output and each block's decisions (None: every image ran it)."""
         check_images(images)
         check_mode(mode)
         batch = len(images)
         decider = as_decider(decisions, batch, self.num_blocks)
+        if filter_gates is not None:
+            check_filter_gates(filter_gates, batch, self.num_filter_gates)
         hidden = self.stem(images)
         taken = []
         for index, block in enumerate(self.blocks):
@@ -138,13 +207,10 @@ class CifarResNet(nn.Module):
                 run = decider(index, hidden)
                 if run is not None:
                     check_block_decisions(run, batch, index)
-            hidden = block(hidden, run, mode)
+            filters = None if filter_gates is None else filter_gates[:, self.filter_gate_slices[index]]
+            hidden = block(hidden, run, mode, filters)
             taken.append(run)
-        logits = self.head(hidden)
-        if not return_decisions:
-            return logits
-        ones = torch.ones(batch, device=images.device)
-        return logits, torch.stack([ones if run is None else run.to(ones.dtype) for run in taken], 1)
+        return hidden, taken
 
 
 def check_images(images: torch.Tensor) -> None:
@@ -160,6 +226,13 @@ def check_block_decisions(run: torch.Tensor, batch: int, index: int) -> None:
         shape = tuple(run.shape) if isinstance(run, torch.Tensor) else type(run).__name__
         raise ValueError(f"the decisions for block {index} must have shape (batch,) = ({batch},), "
                          f"got {shape}")
+
+
+def check_filter_gates(gates: torch.Tensor, batch: int, count: int) -> None:
+    if not isinstance(gates, torch.Tensor) or tuple(gates.shape) != (batch, count):
+        shape = tuple(gates.shape) if isinstance(gates, torch.Tensor) else type(gates).__name__
+        raise ValueError(f"filter gates must have shape (batch, num_filter_gates) = ({batch}, "
+                         f"{count}), one per gated filter of the network, got {shape}")
 
 
 def cifar_resnet(depth: int, num_classes: int = 10, width: int = 16) -> CifarResNet:

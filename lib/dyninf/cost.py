@@ -23,6 +23,7 @@ class NetworkCost:
     stem_params: int
     block_params: tuple[int, ...]
     head_params: int
+    block_filters: tuple[int, ...] = ()   # filter gates each block takes (GaterNet)
 
     @property
     def total_macs(self) -> int:
@@ -32,14 +33,35 @@ class NetworkCost:
     def total_params(self) -> int:
         return self.stem_params + sum(self.block_params) + self.head_params
 
-    def spent_macs(self, decisions: torch.Tensor) -> torch.Tensor:
-        """MACs each image spends given its (batch, num_blocks) decisions (1 = run, 0 = skip):
-        the stem and the head always run, a skipped block costs nothing."""
-        if decisions.dim() != 2 or decisions.shape[1] != len(self.block_macs):
-            raise ValueError(f"decisions must have shape (batch, {len(self.block_macs)}), "
+    def spent_macs(self, decisions: torch.Tensor | None = None,
+                   filter_gates: torch.Tensor | None = None) -> torch.Tensor:
+        """MACs each image spends given its (batch, num_blocks) decisions (1 = run, 0 = skip)
+        and/or its (batch, sum(block_filters)) filter gates: the stem and the head always run, a
+        skipped block costs nothing, and a block's MACs scale with the fraction of its gated
+        filters that are open (both convolutions of a basic block do: the first's outputs and
+        the second's inputs are those filters)."""
+        if decisions is None and filter_gates is None:
+            raise ValueError("give decisions, filter gates or both")
+        blocks = len(self.block_macs)
+        if decisions is not None and (decisions.dim() != 2 or decisions.shape[1] != blocks):
+            raise ValueError(f"decisions must have shape (batch, {blocks}), "
                              f"got {tuple(decisions.shape)}")
-        per_block = torch.tensor(self.block_macs, dtype=torch.float64, device=decisions.device)
-        return self.stem_macs + self.head_macs + decisions.to(torch.float64) @ per_block
+        reference = decisions if decisions is not None else filter_gates
+        share = torch.ones(len(reference), blocks, dtype=torch.float64, device=reference.device)
+        if decisions is not None:
+            share = share * decisions.to(torch.float64)
+        if filter_gates is not None:
+            share = share * self._open_fractions(filter_gates, len(reference))
+        per_block = torch.tensor(self.block_macs, dtype=torch.float64, device=reference.device)
+        return self.stem_macs + self.head_macs + share @ per_block
+
+    def _open_fractions(self, filter_gates: torch.Tensor, batch: int) -> torch.Tensor:
+        """(batch, num_blocks): the fraction of each block's gated filters left open."""
+        if tuple(filter_gates.shape) != (batch, sum(self.block_filters)):
+            raise ValueError(f"filter gates must have shape ({batch}, {sum(self.block_filters)}), "
+                             f"got {tuple(filter_gates.shape)}")
+        per_block = filter_gates.to(torch.float64).split(list(self.block_filters), dim=1)
+        return torch.stack([gates.ne(0).to(torch.float64).mean(1) for gates in per_block], 1)
 
 
 def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
@@ -77,4 +99,5 @@ def network_cost(net: nn.Module, image_size: int = 32) -> NetworkCost:
     params = {part: sum(p.numel() for p in container.parameters()) for part, container in parts.items()}
     blocks = [f"block{k}" for k in range(len(net.blocks))]
     return NetworkCost(macs["stem"], tuple(macs[b] for b in blocks), macs["head"],
-                       params["stem"], tuple(params[b] for b in blocks), params["head"])
+                       params["stem"], tuple(params[b] for b in blocks), params["head"],
+                       tuple(block.gated_filters for block in net.blocks))

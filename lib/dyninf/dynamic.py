@@ -18,8 +18,9 @@ class DynamicNetwork(nn.Module):
 
     ``train_mode`` and ``eval_mode`` name the execution mode used in each phase (``"masked"`` or
     ``"skipped"``); ``forward(images, mode=...)`` overrides it for one call. The decisions of the
-    latest forward pass stay in ``last_decisions`` (batch, num_blocks), with their gradient, for
-    losses on them (AIG's target rate).
+    latest forward pass stay in ``last_decisions``, with their gradient, for losses on them (AIG's
+    target rate, GaterNet's sparsity): (batch, num_blocks) for a block decider, or (batch,
+    num_filter_gates) for a decider with ``decides_filters`` (called once with the images).
     """
 
     def __init__(self, backbone: CifarResNet, decider: nn.Module, train_mode: str = "masked",
@@ -37,8 +38,12 @@ class DynamicNetwork(nn.Module):
 
     def forward(self, images: torch.Tensor, mode: str | None = None, return_decisions: bool = False):
         mode = mode or (self.train_mode if self.training else self.eval_mode)
-        logits, self.last_decisions = self.backbone(images, decisions=self.decider, mode=mode,
-                                                    return_decisions=True)
+        if getattr(self.decider, "decides_filters", False):   # a global gater (GaterNet)
+            self.last_decisions = self.decider(images)
+            logits = self.backbone(images, mode=mode, filter_gates=self.last_decisions)
+        else:
+            logits, self.last_decisions = self.backbone(images, decisions=self.decider, mode=mode,
+                                                        return_decisions=True)
         return (logits, self.last_decisions) if return_decisions else logits
 
 

@@ -10,8 +10,8 @@ from torch import nn
 
 from dyninf.backbones import CifarResNet, cifar_resnet
 from dyninf.data import ImageDataset
-from dyninf.deciders import (AIGGates, StochasticDepth, calibrate_thresholds, check_target_rate,
-                             target_rate_loss)
+from dyninf.deciders import (AIGGates, Gater, StochasticDepth, calibrate_thresholds, check_target_rate,
+                             gate_sparsity_loss, target_rate_loss)
 from dyninf.dynamic import DynamicNetwork
 from dyninf.paths import runs_dir
 from dyninf.profiles import Profile
@@ -110,3 +110,47 @@ def train_aig(profile: Profile, data: ImageDataset | None = None, target: float 
     if calibrate:
         calibrate_thresholds(net, calibration_images(data, profile.train.seed), target, profile.device)
     return net, history
+
+
+# GaterNet. quick and standard finetune the profile's trained baseline together with a fresh gater
+# (quick: a narrow ResNet-8 gater, so that the gater costs less than the filters it can save);
+# paper trains backbone and gater from scratch on the profile's schedule. Each schedule trains one
+# network per L1 weight; weight 0 is the control that shows what the sparsity term does.
+GATERNET_SCHEDULES = {
+    "quick": {"finetune": True, "gater_depth": 8, "gater_width": 8, "bottleneck": 64,
+              "sparsity_weights": (0.0, 1.0),
+              "config": TrainConfig(epochs=4, batch_size=128, lr=0.05, schedule="onecycle",
+                                    decider_lr_factor=4)},
+    "standard": {"finetune": True, "gater_depth": 20, "gater_width": 16, "bottleneck": 256,
+                 "sparsity_weights": (0.0, 1.0),
+                 "config": TrainConfig(epochs=30, batch_size=128, lr=0.05, schedule="onecycle",
+                                       decider_lr_factor=2)},
+    "paper": {"finetune": False, "gater_depth": 20, "gater_width": 16, "bottleneck": 256,
+              "sparsity_weights": (0.0, 1.0), "config": None},   # None: the profile's schedule
+}
+
+
+def train_gaternet(profile: Profile, data: ImageDataset | None = None, sparsity_weight: float = 0.5,
+                   progress: bool = True) -> tuple[DynamicNetwork, pd.DataFrame]:
+    """GaterNet on the profile's backbone: loss = cross-entropy + ``sparsity_weight`` x the fraction
+    of open gates; trained in masked mode, evaluated in skipped mode (open filters only)."""
+    if sparsity_weight < 0:
+        raise ValueError(f"the sparsity weight must be >= 0, got {sparsity_weight}")
+    data = data if data is not None else profile.load_data()
+    schedule = GATERNET_SCHEDULES[profile.name]
+    if schedule["finetune"]:
+        backbone, _ = train_baseline(profile, data, progress=progress)
+    else:
+        seed_everything(profile.train.seed)
+        backbone = cifar_resnet(profile.depth, num_classes=len(data.classes))
+    seed_everything(profile.train.seed)
+    gater = Gater.for_backbone(backbone, depth=schedule["gater_depth"], width=schedule["gater_width"],
+                               bottleneck=schedule["bottleneck"])
+    net = DynamicNetwork(backbone, gater, train_mode="masked", eval_mode="skipped")
+
+    def sparsity(model, images, labels, logits):
+        return sparsity_weight * gate_sparsity_loss(model.last_decisions)
+
+    name = f"resnet{profile.depth}_gaternet_l{sparsity_weight:g}"
+    return net, train_cached(profile, name, net, data, schedule["config"], progress,
+                             extra_losses={"sparsity_loss": sparsity})

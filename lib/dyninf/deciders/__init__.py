@@ -6,7 +6,10 @@ a global policy (BlockDrop) and a global gater over filters (GaterNet).
 """
 from dyninf.deciders.aig import AIGGates, calibrate_thresholds, check_target_rate, target_rate_loss
 from dyninf.deciders.base import BlockDecider, FixedDecisions, as_decider, random_decisions
+from dyninf.deciders.gaternet import Gater, gate_sparsity_loss, improved_semhash, saturated_sigmoid
 from dyninf.deciders.stochastic_depth import StochasticDepth, survival_probabilities
 
-__all__ = ["AIGGates", "calibrate_thresholds", "check_target_rate", "target_rate_loss", "BlockDecider", "FixedDecisions", "StochasticDepth", "as_decider", "random_decisions",
-           "survival_probabilities"]
+__all__ = ["AIGGates", "calibrate_thresholds", "check_target_rate", "target_rate_loss",
+           "BlockDecider", "FixedDecisions", "as_decider", "random_decisions",
+           "Gater", "gate_sparsity_loss", "improved_semhash", "saturated_sigmoid",
+           "StochasticDepth", "survival_probabilities"]
