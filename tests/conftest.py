@@ -11,10 +11,10 @@ from dyninf.backbones import cifar_resnet
 from dyninf.data import CIFAR10_CLASSES
 
 
-def settled_resnet(depth: int = 20, seed: int = 0):
+def settled_resnet(depth: int = 20, seed: int = 0, bottleneck: bool = False):
     """An eval-mode CIFAR ResNet whose BatchNorm statistics are not the identity."""
     torch.manual_seed(seed)
-    net = cifar_resnet(depth).train()
+    net = cifar_resnet(depth, bottleneck=bottleneck).train()
     with torch.no_grad():
         for _ in range(3):
             net(torch.randn(16, 3, 32, 32))

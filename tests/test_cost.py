@@ -67,7 +67,7 @@ def test_counting_leaves_the_network_as_it_was():
 
 def test_spent_macs_with_filter_gates_by_hand():
     cost = network_cost(cifar_resnet(8))                  # blocks of 16, 32, 64 gated filters
-    assert cost.block_filters == (16, 32, 64)
+    assert cost.block_filter_groups == ((16,), (32,), (64,))
     gates = torch.ones(2, 112)
     gates[0, :8] = 0                                       # image 0: half of block 0's filters
     gates[1, 16:48] = 0                                    # image 1: all of block 1's

@@ -95,3 +95,39 @@ def test_features_are_the_pooled_input_of_the_classifier():
         features = net.features(x)
         assert features.shape == (3, 64)
         assert torch.allclose(net.head[-1](features), net(x), atol=1e-6)
+
+
+def test_bottleneck_resnet164_shape_and_gate_count():
+    net = cifar_resnet(164, bottleneck=True)
+    assert net.depth == 164 and net.num_blocks == 54 and net.downsampling_blocks == [0, 18, 36]
+    assert net.num_filter_gates == 18 * 2 * (16 + 32 + 64) == 4032   # the paper counts 7,200
+    assert net.head[-1].in_features == 256
+    with pytest.raises(ValueError, match=r"9n \+ 2"):
+        cifar_resnet(100, bottleneck=True)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_bottleneck_masked_and_skipped_agree_with_filter_and_block_decisions(batch):
+    net = settled_resnet(29, bottleneck=True)        # 3 bottleneck blocks per stage
+    x = torch.randn(batch, 3, 32, 32)
+    gates = _random_gates(batch, net.num_filter_gates, 0.5, seed=3)
+    gates[:, :16] = 0                                 # block 0's first group closed for every image
+    blocks = (torch.rand(batch, net.num_blocks, generator=torch.Generator().manual_seed(4)) < 0.7).float()
+    with torch.no_grad():
+        plain_masked = net(x, filter_gates=torch.ones_like(gates), mode="masked")
+        assert (plain_masked - net(x)).abs().max() <= 1e-4
+        for decisions in (None, blocks):
+            masked = net(x, decisions=decisions, filter_gates=gates, mode="masked")
+            skipped = net(x, decisions=decisions, filter_gates=gates, mode="skipped")
+            assert (masked - skipped).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("depth,bottleneck", [(20, False), (29, True)])
+def test_spent_macs_equal_the_flops_skipped_mode_computes_for_one_image(depth, bottleneck):
+    from dyninf.cost import network_cost
+
+    net = cifar_resnet(depth, bottleneck=bottleneck).eval()
+    cost = network_cost(net)
+    assert [sum(m for m, _, _ in convs) for convs in cost.block_conv_macs] == list(cost.block_macs)
+    gates = _random_gates(1, net.num_filter_gates, 0.6, seed=0)
+    assert 0 < _flops(net, torch.randn(1, 3, 32, 32), gates, "skipped") == 2 * cost.spent_macs(filter_gates=gates).item()

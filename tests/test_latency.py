@@ -29,3 +29,20 @@ def test_latency_times_the_given_images_and_checks_their_count():
     assert torch.equal(recorder.seen, images)
     with pytest.raises(ValueError, match="a batch of 2 images"):
         measure_latency(recorder, 2, images=images)
+
+
+def test_speedup_table_rows_and_ratios():
+    from dyninf.dynamic import DynamicNetwork
+    from dyninf.deciders import StochasticDepth
+    from dyninf.latency import speedup_table
+
+    plain = cifar_resnet(8)
+    net = DynamicNetwork(cifar_resnet(8), StochasticDepth(3, 0.5)).eval()
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    asked = []
+    table = speedup_table(plain, net, images, [1, 4], lambda batch: asked.append(len(batch)) or 2.0,
+                          "SD", min_run_time=0.01)
+    assert asked == [1, 4] and list(table["mode"]) == ["SD masked", "SD skipped"] * 2
+    assert (table["ideal speed-up"] == 2.0).all()
+    assert ((table["speed-up"] - table["plain ms"] / table["ms per batch"]).abs() < 1e-9).all()
+    assert ((table["realized / ideal"] - table["speed-up"] / 2.0).abs() < 1e-9).all()

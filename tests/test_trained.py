@@ -64,3 +64,29 @@ def test_gaternet_runs_are_cached_under_their_l1_weight(course):
     assert (control.sparsity_loss == 0).all()
     with pytest.raises(ValueError, match="sparsity weight must be >= 0"):
         train_gaternet(profile, data, sparsity_weight=-1.0, progress=False)
+
+
+def test_wider_width_matches_a_parameter_budget_and_trains_under_its_name(course):
+    from dyninf.backbones import cifar_resnet
+    from dyninf.trained import train_wider, wider_width
+
+    def size(width):
+        return sum(p.numel() for p in cifar_resnet(20, width=width).parameters())
+
+    assert wider_width(20, size(16)) == 16
+    assert wider_width(20, size(16) + 1) == 17 and size(17) > size(16)
+    profile, data = course
+    net, _ = train_wider(profile, size(18) - 5, data, progress=False)
+    assert (run_dir(profile, "resnet20_wider18") / "history.json").exists() and net.head[-1].in_features == 4 * 18
+
+
+def test_gaternet_from_scratch_on_a_bottleneck_backbone_as_in_the_paper_profile(course, monkeypatch):
+    from dyninf.trained import GATERNET_SCHEDULES
+
+    profile, data = course
+    paper_like = dict(GATERNET_SCHEDULES["paper"], backbone_depth=11, gater_depth=8, bottleneck=16)
+    monkeypatch.setitem(GATERNET_SCHEDULES, "quick", paper_like)    # the course fixture's profile is "quick"
+    net, _ = train_gaternet(profile, data, sparsity_weight=1.0, progress=False)
+    assert net.backbone.depth == 11 and net.decider.num_gates == net.backbone.num_filter_gates == 2 * (16 + 32 + 64)
+    assert (run_dir(profile, "resnet11_gaternet_l1") / "history.json").exists()
+    assert not (run_dir(profile, "resnet20") / "history.json").exists()   # from scratch: no baseline

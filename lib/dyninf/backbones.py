@@ -39,9 +39,22 @@ class ResidualBlock(nn.Module):
     """A residual block that can be skipped per image; subclasses define the two branches."""
 
     downsamples: bool
+    stride: int
+    extra_channels: int
+    # (convolution attribute, gate group on its inputs, gate group on its outputs), None = ungated
+    convs_and_gate_groups: tuple[tuple[str, int | None, int | None], ...]
+
+    def filter_groups(self) -> tuple[int, ...]:
+        """Sizes of the groups of filter gates, in the order of the gate vector."""
+        raise NotImplementedError
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """He et al.'s option A: subsample and zero-pad channels (parameter-free, so a skipped
+        downsampling block still yields a valid output)."""
+        if not self.downsamples:
+            return x
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
 
     gated_filters: int   # how many filter gates the residual branch takes
 
@@ -77,8 +90,7 @@ class ResidualBlock(nn.Module):
 
 
 class BasicBlock(ResidualBlock):
-    """Two 3x3 convolutions; the shortcut subsamples and zero-pads channels (He et al.'s option A,
-    parameter-free, so a skipped downsampling block still yields a valid output)."""
+    """Two 3x3 convolutions and the option-A shortcut."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
@@ -91,11 +103,11 @@ class BasicBlock(ResidualBlock):
         self.downsamples = stride != 1 or in_channels != out_channels
         self.gated_filters = out_channels
 
-    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.downsamples:
-            return x
-        x = x[:, :, ::self.stride, ::self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+    # Filter gates: the first convolution's outputs, which are the second's inputs.
+    convs_and_gate_groups = (("conv1", None, 0), ("conv2", 0, None))
+
+    def filter_groups(self) -> tuple[int, ...]:
+        return (self.conv1.out_channels,)
 
     def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None,
                  mode: str = "masked") -> torch.Tensor:
@@ -104,25 +116,83 @@ class BasicBlock(ResidualBlock):
         if mode == "masked" or self.training:
             hidden = F.relu(self.bn1(self.conv1(x))) * filters.to(x.dtype)[:, :, None, None]
             return self.bn2(self.conv2(hidden))
-        return self._residual_of_open_filters(x, filters)
+        keep, kept = _open_filters(filters)
+        hidden = _masked(F.relu(_sliced_conv_bn(x, self.conv1, self.bn1, outputs=keep)), kept)
+        return _sliced_conv_bn(hidden, self.conv2, self.bn2, inputs=keep)
 
-    def _residual_of_open_filters(self, x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
-        """Eval-mode residual computing only the filters some image of the batch keeps open."""
-        open_filters = filters.ne(0).any(0).nonzero().squeeze(1)
-        if len(open_filters) == 0:   # conv2 sees only zeros
-            size = (len(x), self.conv2.out_channels, *x.shape[2:])
-            return self.bn2(x.new_zeros(size)[:, :, ::self.stride, ::self.stride])
-        bn1 = self.bn1
-        hidden = F.conv2d(x, self.conv1.weight.index_select(0, open_filters), None,
-                          self.conv1.stride, self.conv1.padding)
-        hidden = F.relu(F.batch_norm(hidden, bn1.running_mean[open_filters],
-                                     bn1.running_var[open_filters], bn1.weight[open_filters],
-                                     bn1.bias[open_filters], False, 0.0, bn1.eps))
-        kept = filters.index_select(1, open_filters)
-        if not bool((kept == 1).all()):   # images differ (or gates are not 0/1): mask the rest
-            hidden = hidden * kept.to(x.dtype)[:, :, None, None]
-        return self.bn2(F.conv2d(hidden, self.conv2.weight.index_select(1, open_filters), None,
-                                 self.conv2.stride, self.conv2.padding))
+
+class BottleneckBlock(ResidualBlock):
+    """1x1 (reduce to ``width``) -> 3x3 (stride) -> 1x1 (expand to 4 x ``width``), for the deep CIFAR
+    ResNets of depth 9n + 2 (ResNet-164); option-A shortcut like the basic block (He et al. use
+    projections here, which add parameters and break skipped mode's shortcut >= 0). Filter gates:
+    the outputs of the two inner convolutions (``width`` each)."""
+
+    expansion = 4
+    convs_and_gate_groups = (("conv1", None, 0), ("conv2", 0, 1), ("conv3", 1, None))
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1):
+        super().__init__()
+        out_channels = self.expansion * width
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.stride = stride
+        self.extra_channels = out_channels - in_channels
+        self.downsamples = stride != 1 or in_channels != out_channels
+        self.gated_filters = 2 * width
+
+    def filter_groups(self) -> tuple[int, ...]:
+        return (self.conv1.out_channels, self.conv2.out_channels)
+
+    def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None,
+                 mode: str = "masked") -> torch.Tensor:
+        if filters is None:
+            hidden = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+            return self.bn3(self.conv3(hidden))
+        first, second = filters.split(self.filter_groups(), dim=1)
+        if mode == "masked" or self.training:
+            hidden = F.relu(self.bn1(self.conv1(x))) * first.to(x.dtype)[:, :, None, None]
+            hidden = F.relu(self.bn2(self.conv2(hidden))) * second.to(x.dtype)[:, :, None, None]
+            return self.bn3(self.conv3(hidden))
+        (keep1, kept1), (keep2, kept2) = _open_filters(first), _open_filters(second)
+        hidden = _masked(F.relu(_sliced_conv_bn(x, self.conv1, self.bn1, outputs=keep1)), kept1)
+        hidden = _masked(F.relu(_sliced_conv_bn(hidden, self.conv2, self.bn2, keep1, keep2)), kept2)
+        return _sliced_conv_bn(hidden, self.conv3, self.bn3, inputs=keep2)
+
+
+def _open_filters(filters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The filters some image of the batch keeps open, and the gates on them. With none open,
+    filter 0 stands in (its gates are all 0, so it is masked): convolutions keep a valid shape."""
+    keep = filters.ne(0).any(0).nonzero().squeeze(1)
+    if len(keep) == 0:
+        keep = keep.new_zeros(1)
+    return keep, filters.index_select(1, keep)
+
+
+def _masked(hidden: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Multiply by the gates unless every one is 1 (batch 1 with 0/1 gates: nothing to mask)."""
+    if bool((kept == 1).all()):
+        return hidden
+    return hidden * kept.to(hidden.dtype)[:, :, None, None]
+
+
+def _sliced_conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d,
+                    inputs: torch.Tensor | None = None,
+                    outputs: torch.Tensor | None = None) -> torch.Tensor:
+    """Eval-mode ``bn(conv(x))`` with the convolution cut to input channels ``inputs`` and output
+    filters ``outputs`` (None: all), so that only those are computed."""
+    weight = conv.weight
+    statistics = (bn.running_mean, bn.running_var, bn.weight, bn.bias)
+    if outputs is not None:
+        weight = weight.index_select(0, outputs)
+        statistics = tuple(t.index_select(0, outputs) for t in statistics)
+    if inputs is not None:
+        weight = weight.index_select(1, inputs)
+    return F.batch_norm(F.conv2d(x, weight, None, conv.stride, conv.padding), *statistics,
+                        False, 0.0, bn.eps)
 
 
 class CifarResNet(nn.Module):
@@ -135,9 +205,10 @@ class CifarResNet(nn.Module):
     filters, block after block (``filter_gate_slices`` says which columns each block takes).
     """
 
-    def __init__(self, blocks_per_stage: int, num_classes: int = 10, width: int = 16):
+    def __init__(self, blocks_per_stage: int, num_classes: int = 10, width: int = 16,
+                 bottleneck: bool = False):
         super().__init__()
-        self.depth = 6 * blocks_per_stage + 2
+        self.depth = (9 if bottleneck else 6) * blocks_per_stage + 2
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         blocks, channels = [], width
@@ -145,8 +216,12 @@ class CifarResNet(nn.Module):
             out_channels = width * 2 ** stage
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(BasicBlock(channels, out_channels, stride))
-                channels = out_channels
+                if bottleneck:
+                    blocks.append(BottleneckBlock(channels, out_channels, stride))
+                    channels = BottleneckBlock.expansion * out_channels
+                else:
+                    blocks.append(BasicBlock(channels, out_channels, stride))
+                    channels = out_channels
         self.blocks = nn.ModuleList(blocks)
         self.stage_of_block = [k // blocks_per_stage for k in range(len(blocks))]
         offsets = [0]
@@ -235,9 +310,13 @@ def check_filter_gates(gates: torch.Tensor, batch: int, count: int) -> None:
                          f"{count}), one per gated filter of the network, got {shape}")
 
 
-def cifar_resnet(depth: int, num_classes: int = 10, width: int = 16) -> CifarResNet:
-    """He et al.'s CIFAR ResNet of ``depth`` = 6n + 2 layers (8, 14, 20, 32, 44, 56, 110, ...)."""
-    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"a CIFAR ResNet's depth must be 6n + 2 with n >= 1 "
-                         f"(8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}")
-    return CifarResNet((depth - 2) // 6, num_classes, width)
+def cifar_resnet(depth: int, num_classes: int = 10, width: int = 16,
+                 bottleneck: bool = False) -> CifarResNet:
+    """He et al.'s CIFAR ResNet of ``depth`` = 6n + 2 layers (8, 14, 20, 32, 44, 56, 110, ...), or
+    with ``bottleneck`` blocks of depth 9n + 2 (164 for n = 18)."""
+    per_block = 9 if bottleneck else 6
+    if not isinstance(depth, int) or depth < per_block + 2 or (depth - 2) % per_block:
+        examples = "11, 20, 29, 56, 164, ..." if bottleneck else "8, 14, 20, 32, 44, 56, 110, ..."
+        raise ValueError(f"a CIFAR ResNet's depth must be {per_block}n + 2 with n >= 1 "
+                         f"({examples}), got {depth!r}")
+    return CifarResNet((depth - 2) // per_block, num_classes, width, bottleneck)

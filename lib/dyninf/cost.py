@@ -23,7 +23,10 @@ class NetworkCost:
     stem_params: int
     block_params: tuple[int, ...]
     head_params: int
-    block_filters: tuple[int, ...] = ()   # filter gates each block takes (GaterNet)
+    # Filter gates (GaterNet): each block's gate groups, and per convolution of the block its MACs
+    # with the gate groups on its inputs and outputs (None: not gated).
+    block_filter_groups: tuple[tuple[int, ...], ...] = ()
+    block_conv_macs: tuple[tuple[tuple[int, int | None, int | None], ...], ...] = ()
 
     @property
     def total_macs(self) -> int:
@@ -36,10 +39,10 @@ class NetworkCost:
     def spent_macs(self, decisions: torch.Tensor | None = None,
                    filter_gates: torch.Tensor | None = None) -> torch.Tensor:
         """MACs each image spends given its (batch, num_blocks) decisions (1 = run, 0 = skip)
-        and/or its (batch, sum(block_filters)) filter gates: the stem and the head always run, a
-        skipped block costs nothing, and a block's MACs scale with the fraction of its gated
-        filters that are open (both convolutions of a basic block do: the first's outputs and
-        the second's inputs are those filters)."""
+        and/or its (batch, num_filter_gates) filter gates: the stem and the head always run, a
+        skipped block costs nothing, and a convolution's MACs scale with the open fraction of
+        its gated inputs times that of its gated outputs (exactly what skipped mode computes
+        for one image)."""
         if decisions is None and filter_gates is None:
             raise ValueError("give decisions, filter gates or both")
         blocks = len(self.block_macs)
@@ -47,21 +50,29 @@ class NetworkCost:
             raise ValueError(f"decisions must have shape (batch, {blocks}), "
                              f"got {tuple(decisions.shape)}")
         reference = decisions if decisions is not None else filter_gates
-        share = torch.ones(len(reference), blocks, dtype=torch.float64, device=reference.device)
+        batch, device = len(reference), reference.device
+        if filter_gates is None:
+            per_block = torch.tensor(self.block_macs, dtype=torch.float64, device=device).expand(batch, -1)
+        else:
+            per_block = self._block_macs_with_filters(filter_gates, batch)
         if decisions is not None:
-            share = share * decisions.to(torch.float64)
-        if filter_gates is not None:
-            share = share * self._open_fractions(filter_gates, len(reference))
-        per_block = torch.tensor(self.block_macs, dtype=torch.float64, device=reference.device)
-        return self.stem_macs + self.head_macs + share @ per_block
+            per_block = per_block * decisions.to(torch.float64)
+        return self.stem_macs + self.head_macs + per_block.sum(1)
 
-    def _open_fractions(self, filter_gates: torch.Tensor, batch: int) -> torch.Tensor:
-        """(batch, num_blocks): the fraction of each block's gated filters left open."""
-        if tuple(filter_gates.shape) != (batch, sum(self.block_filters)):
-            raise ValueError(f"filter gates must have shape ({batch}, {sum(self.block_filters)}), "
+    def _block_macs_with_filters(self, filter_gates: torch.Tensor, batch: int) -> torch.Tensor:
+        """(batch, num_blocks): each block's MACs with only its open filters computed."""
+        sizes = [size for groups in self.block_filter_groups for size in groups]
+        if tuple(filter_gates.shape) != (batch, sum(sizes)):
+            raise ValueError(f"filter gates must have shape ({batch}, {sum(sizes)}), "
                              f"got {tuple(filter_gates.shape)}")
-        per_block = filter_gates.to(torch.float64).split(list(self.block_filters), dim=1)
-        return torch.stack([gates.ne(0).to(torch.float64).mean(1) for gates in per_block], 1)
+        open_fractions = iter(g.ne(0).to(torch.float64).mean(1) for g in filter_gates.split(sizes, dim=1))
+        columns = []
+        for groups, convs in zip(self.block_filter_groups, self.block_conv_macs):
+            fraction = [next(open_fractions) for _ in groups]
+            ones = torch.ones(batch, dtype=torch.float64, device=filter_gates.device)
+            columns.append(sum(macs * (ones if into is None else fraction[into])
+                               * (ones if out is None else fraction[out]) for macs, into, out in convs))
+        return torch.stack(columns, 1)
 
 
 def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
@@ -79,12 +90,14 @@ def network_cost(net: nn.Module, image_size: int = 32) -> NetworkCost:
     """Count the MACs of ``net`` (stem, blocks, head) for one image of ``image_size`` squared."""
     parts = {"stem": net.stem, **{f"block{k}": b for k, b in enumerate(net.blocks)}, "head": net.head}
     macs = dict.fromkeys(parts, 0)
+    module_macs: dict[nn.Module, int] = {}
     handles = []
     for part, container in parts.items():
         for module in container.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 def count(module, inputs, output, part=part):
-                    macs[part] += layer_macs(module, output)
+                    module_macs[module] = layer_macs(module, output)
+                    macs[part] += module_macs[module]
                 handles.append(module.register_forward_hook(count))
     parameter = next(net.parameters())
     was_training = net.training
@@ -100,4 +113,7 @@ def network_cost(net: nn.Module, image_size: int = 32) -> NetworkCost:
     blocks = [f"block{k}" for k in range(len(net.blocks))]
     return NetworkCost(macs["stem"], tuple(macs[b] for b in blocks), macs["head"],
                        params["stem"], tuple(params[b] for b in blocks), params["head"],
-                       tuple(block.gated_filters for block in net.blocks))
+                       tuple(block.filter_groups() for block in net.blocks),
+                       tuple(tuple((module_macs[getattr(block, name)], into, out)
+                                   for name, into, out in block.convs_and_gate_groups)
+                             for block in net.blocks))

@@ -1,9 +1,14 @@
 """Wall-clock latency of a forward pass, measured with ``torch.utils.benchmark``."""
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils import benchmark
+
+from dyninf.batches import normalize
 
 
 def measure_latency(net: nn.Module, batch_size: int, *, decisions: torch.Tensor | None = None,
@@ -48,3 +53,26 @@ def measure_training_step(model: nn.Module, images: torch.Tensor, labels: torch.
     timer = benchmark.Timer(stmt="step()", globals={"step": step},
                             num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).mean
+
+
+def speedup_table(plain: nn.Module, net: nn.Module, images: torch.Tensor, batch_sizes: Iterable[int],
+                  ideal_speedup: Callable[[torch.Tensor], float], label: str,
+                  device: torch.device | str = "cpu", min_run_time: float = 0.5) -> pd.DataFrame:
+    """Latency of a dynamic ``net`` in masked and in skipped mode against the ``plain`` network,
+    at each batch size, on the first images of ``images`` (uint8 test images: a decider decides
+    on what it sees, so random inputs would mislead). ``ideal_speedup(batch)`` gives the MACs
+    ratio for those images; the table adds the measured speed-up and realized / ideal."""
+    rows = []
+    for batch_size in batch_sizes:
+        batch = images[:batch_size]
+        ideal = ideal_speedup(batch)
+        inputs = normalize(batch)
+        plain_seconds = measure_latency(plain, batch_size, device=device, images=inputs,
+                                        min_run_time=min_run_time)
+        for mode in ("masked", "skipped"):
+            seconds = measure_latency(net, batch_size, mode=mode, device=device, images=inputs,
+                                      min_run_time=min_run_time)
+            rows.append({"batch": batch_size, "mode": f"{label} {mode}", "ms per batch": 1e3 * seconds,
+                         "plain ms": 1e3 * plain_seconds, "speed-up": plain_seconds / seconds,
+                         "ideal speed-up": ideal, "realized / ideal": plain_seconds / seconds / ideal})
+    return pd.DataFrame(rows)

@@ -48,8 +48,8 @@ class Gater(nn.Module):
             raise ValueError(f"num_gates and bottleneck must be positive, got {num_gates}, {bottleneck}")
         self.num_gates = num_gates
         self.extractor = cifar_resnet(depth, width=width)
+        features = self.extractor.head[-1].in_features
         self.extractor.head[-1] = nn.Identity()   # the extractor's classifier is not used
-        features = self.extractor.blocks[-1].conv2.out_channels
         self.fc1 = nn.Linear(features, bottleneck)
         self.bn = nn.BatchNorm1d(bottleneck)
         self.fc2 = nn.Linear(bottleneck, num_gates)
