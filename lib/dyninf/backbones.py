@@ -12,12 +12,12 @@ stochastic depth's 1/p does) a block computes ``relu(shortcut(x) + run * residua
 Both give the same outputs in eval mode: block inputs come out of a ReLU and the shortcut only
 subsamples and zero-pads, so ``shortcut(x) >= 0`` and ``relu(shortcut(x)) == shortcut(x)``.
 
-Filter gates (GaterNet) act inside the residual branch: per image, a gate on every output filter
-of the block's first convolution (the branch's inner filters; the block's output width is
-unchanged). Masked mode multiplies those feature maps by the gates. Skipped mode, in eval,
-computes only the filters open for some image of the batch, by slicing the first convolution's
-output filters and the second's input channels (at batch 1: exactly the open filters), and masks
-the rest; in training it falls back to masking (the gates' gradient needs every filter).
+Filter gates (GaterNet) act inside the residual branch: per image, a gate on every inner filter
+(the outputs of a basic block's first convolution, of a bottleneck block's first two; the block's
+output width is unchanged). Masked mode multiplies those feature maps by the gates. Skipped mode,
+in eval, computes only the filters open for some image of the batch, by slicing each
+convolution's gated outputs and inputs (at batch 1: exactly the open filters), and masks the
+rest; in training it falls back to masking (the gates' gradient needs every filter).
 """
 from __future__ import annotations
 
@@ -36,17 +36,26 @@ def check_mode(mode: str) -> None:
 
 
 class ResidualBlock(nn.Module):
-    """A residual block that can be skipped per image; subclasses define the two branches."""
+    """A residual block that can be skipped per image, with an option-A shortcut; subclasses define
+    the residual branch and which of its filters can be gated."""
 
-    downsamples: bool
-    stride: int
-    extra_channels: int
     # (convolution attribute, gate group on its inputs, gate group on its outputs), None = ungated
     convs_and_gate_groups: tuple[tuple[str, int | None, int | None], ...]
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = out_channels - in_channels
+        self.downsamples = stride != 1 or in_channels != out_channels
 
     def filter_groups(self) -> tuple[int, ...]:
         """Sizes of the groups of filter gates, in the order of the gate vector."""
         raise NotImplementedError
+
+    @property
+    def gated_filters(self) -> int:
+        """How many filter gates the residual branch takes."""
+        return sum(self.filter_groups())
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """He et al.'s option A: subsample and zero-pad channels (parameter-free, so a skipped
@@ -55,8 +64,6 @@ class ResidualBlock(nn.Module):
             return x
         x = x[:, :, ::self.stride, ::self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
-
-    gated_filters: int   # how many filter gates the residual branch takes
 
     def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None,
                  mode: str = "masked") -> torch.Tensor:
@@ -93,15 +100,11 @@ class BasicBlock(ResidualBlock):
     """Two 3x3 convolutions and the option-A shortcut."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
-        super().__init__()
+        super().__init__(in_channels, out_channels, stride)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.stride = stride
-        self.extra_channels = out_channels - in_channels
-        self.downsamples = stride != 1 or in_channels != out_channels
-        self.gated_filters = out_channels
 
     # Filter gates: the first convolution's outputs, which are the second's inputs.
     convs_and_gate_groups = (("conv1", None, 0), ("conv2", 0, None))
@@ -131,18 +134,14 @@ class BottleneckBlock(ResidualBlock):
     convs_and_gate_groups = (("conv1", None, 0), ("conv2", 0, 1), ("conv3", 1, None))
 
     def __init__(self, in_channels: int, width: int, stride: int = 1):
-        super().__init__()
         out_channels = self.expansion * width
+        super().__init__(in_channels, out_channels, stride)
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
-        self.stride = stride
-        self.extra_channels = out_channels - in_channels
-        self.downsamples = stride != 1 or in_channels != out_channels
-        self.gated_filters = 2 * width
 
     def filter_groups(self) -> tuple[int, ...]:
         return (self.conv1.out_channels, self.conv2.out_channels)
