@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from dyninf.cost import network_cost
+
 if TYPE_CHECKING:
     from dyninf.backbones import CifarResNet
 
@@ -68,8 +70,6 @@ class Gater(nn.Module):
 
     def macs_and_params(self) -> tuple[int, int]:
         """Per-image MACs of the gater (extractor and both linear layers) and its parameter count."""
-        from dyninf.cost import network_cost
-
         linear = self.fc1.in_features * self.fc1.out_features + self.fc2.in_features * self.fc2.out_features
         return network_cost(self.extractor).total_macs + linear, sum(p.numel() for p in self.parameters())
 
