@@ -42,3 +42,19 @@ def test_report_lists_each_notebook_with_its_numbers_and_links():
 def test_course_runner_rejects_an_unknown_profile(tmp_path):
     with pytest.raises(ValueError, match="known profiles: quick, standard, paper"):
         run_course("fast", tmp_path)
+
+
+def test_speedup_metrics_take_the_rows_of_one_mode():
+    import pandas as pd
+
+    from dyninf.report import speedup_metrics
+
+    latency = pd.DataFrame([
+        {"batch": 1, "mode": "X masked", "speed-up": 0.5, "ideal speed-up": 2.0, "realized / ideal": 0.25},
+        {"batch": 1, "mode": "X skipped", "speed-up": 1.23456, "ideal speed-up": 2.0, "realized / ideal": 0.61728},
+        {"batch": 256, "mode": "X skipped", "speed-up": 1.5, "ideal speed-up": 2.0, "realized / ideal": 0.75},
+    ])
+    metrics = speedup_metrics(latency, "X skipped")
+    assert [(m.name, m.value, m.unit) for m in metrics] == [("X skipped speed-up, batch 1", 1.235, "x"),
+                                                            ("X skipped speed-up, batch 256", 1.5, "x")]
+    assert metrics[0].note == "ideal 2.00x; realized/ideal 0.62"

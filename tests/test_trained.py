@@ -90,3 +90,15 @@ def test_gaternet_from_scratch_on_a_bottleneck_backbone_as_in_the_paper_profile(
     assert net.backbone.depth == 11 and net.decider.num_gates == net.backbone.num_filter_gates == 2 * (16 + 32 + 64)
     assert (run_dir(profile, "resnet11_gaternet_l1") / "history.json").exists()
     assert not (run_dir(profile, "resnet20") / "history.json").exists()   # from scratch: no baseline
+
+
+def test_trained_plain_resnets_lists_finished_plain_runs_only(course):
+    from dyninf.trained import trained_plain_resnets
+
+    profile, data = course
+    assert trained_plain_resnets(profile) == {}
+    _, history = train_baseline(profile, data, progress=False)
+    train_stochastic_depth(profile, data, p_last=0.5, progress=False)       # not a plain ResNet
+    (run_dir(profile, "resnet56")).mkdir(parents=True)                       # started, no history
+    found = trained_plain_resnets(profile)
+    assert list(found) == [20] and found[20].equals(history)

@@ -12,11 +12,15 @@ import os
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from dyninf.io import atomic_write_text
 from dyninf.paths import build_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -26,6 +30,15 @@ class Metric:
     published: float | int | str | None = None
     unit: str = ""
     note: str = ""          # the setting or source behind the published figure
+
+
+def speedup_metrics(latency: "pd.DataFrame", mode: str) -> list[Metric]:
+    """One metric per batch size for the rows of ``mode`` in a ``latency.speedup_table``: the
+    measured speed-up, with the ideal one and realized / ideal beside it."""
+    rows = latency[latency["mode"] == mode]
+    return [Metric(f"{mode} speed-up, batch {row['batch']}", round(row["speed-up"], 3), None, "x",
+                   f"ideal {row['ideal speed-up']:.2f}x; realized/ideal {row['realized / ideal']:.2f}")
+            for _, row in rows.iterrows()]
 
 
 def device_name(device: torch.device | str) -> str:

@@ -15,7 +15,7 @@ from dyninf.deciders import (AIGGates, Gater, StochasticDepth, calibrate_thresho
 from dyninf.dynamic import DynamicNetwork
 from dyninf.paths import runs_dir
 from dyninf.profiles import Profile
-from dyninf.train import TrainConfig, fit, seed_everything
+from dyninf.train import TrainConfig, fit, load_history, seed_everything
 
 
 def run_dir(profile: Profile, name: str) -> Path:
@@ -39,6 +39,17 @@ def train_baseline(profile: Profile, data: ImageDataset | None = None, depth: in
     seed_everything(profile.train.seed)
     net = cifar_resnet(depth, num_classes=len(data.classes))
     return net, train_cached(profile, f"resnet{depth}", net, data, progress=progress)
+
+
+def trained_plain_resnets(profile: Profile) -> dict[int, pd.DataFrame]:
+    """The histories of this profile's plain ResNets that are already trained, by depth (nothing is
+    trained here): the static networks a dynamic one is compared with."""
+    found = {}
+    for folder in sorted((runs_dir() / profile.runs).glob("resnet*")):
+        depth = folder.name[len("resnet"):]
+        if depth.isdigit() and (folder / "history.json").exists():
+            found[int(depth)] = load_history(folder)
+    return dict(sorted(found.items()))
 
 
 def train_stochastic_depth(profile: Profile, data: ImageDataset | None = None, p_last: float = 0.5,
