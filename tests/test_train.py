@@ -156,3 +156,32 @@ def test_on_epoch_start_sees_every_epoch_once_also_after_resume(data, tmp_path, 
     fit(_net(), data, config, tmp_path, progress=False, device="cpu",
         on_epoch_start=lambda model, epoch: seen.append(epoch))
     assert seen == [0, 1, 1, 2]
+
+
+def test_metrics_are_logged_but_not_trained_on_and_epoch_start_values_reach_the_history(data):
+    def mean_logit(model, images, labels, logits):
+        return logits.mean() * 1000        # would change the weights if it were trained on
+
+    config = TrainConfig(epochs=2, batch_size=60)
+    with_metric, without = _net(), _net()
+    history = fit(with_metric, data, config, progress=False, device="cpu",
+                  metrics={"mean_logit": mean_logit},
+                  on_epoch_start=lambda model, epoch: {"phase": "warm" if epoch == 0 else "main"})
+    fit(without, data, config, progress=False, device="cpu")
+    assert history.mean_logit.abs().gt(0).all()
+    assert history.phase.tolist() == ["warm", "main"]
+    assert all(torch.equal(a, b) for a, b in zip(with_metric.state_dict().values(),
+                                                 without.state_dict().values()))
+
+
+def test_adam_leaves_frozen_parameters_out_and_bad_optimizers_are_errors(data):
+    from dyninf.train import make_optimizer
+
+    net = _net()
+    net.stem.requires_grad_(False)
+    optimizer = make_optimizer(net, TrainConfig(epochs=1, optimizer="adam", weight_decay=0.0))
+    assert isinstance(optimizer, torch.optim.Adam)
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert trained == {id(p) for p in net.parameters() if p.requires_grad}
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(epochs=1, optimizer="lbfgs")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import dyninf.train as train_module
+from dyninf.dynamic import predict_with_decisions, spent_macs
 from dyninf.data import synthetic_dataset
 from dyninf.profiles import get_profile
 from dyninf.trained import (CALIBRATION_IMAGES, calibration_images, run_dir, train_aig, train_baseline,
@@ -102,3 +103,50 @@ def test_trained_plain_resnets_lists_finished_plain_runs_only(course):
     (run_dir(profile, "resnet56")).mkdir(parents=True)                       # started, no history
     found = trained_plain_resnets(profile)
     assert list(found) == [20] and found[20].equals(history)
+
+
+def test_blockdrop_trains_a_curriculum_on_the_frozen_baseline_then_finetunes_jointly(course, monkeypatch):
+    from dyninf.trained import BLOCKDROP_SCHEDULES, train_blockdrop
+
+    profile, data = course
+    baseline, _ = train_baseline(profile, data, progress=False)
+    short = dict(BLOCKDROP_SCHEDULES["quick"], blocks_per_epoch=3,
+                 curriculum=replace(BLOCKDROP_SCHEDULES["quick"]["curriculum"], epochs=4),
+                 finetune=replace(BLOCKDROP_SCHEDULES["quick"]["finetune"], epochs=1))
+    monkeypatch.setitem(BLOCKDROP_SCHEDULES, "quick", short)
+    net, history = train_blockdrop(profile, data, penalty=2.0, progress=False)
+    assert history.phase.tolist() == ["curriculum"] * 4 + ["finetune"]
+    assert history.decided_blocks.tolist() == [3, 6, 9, 9, 9]               # 3 blocks per epoch
+    assert {"policy_loss", "reward", "blocks"} <= set(history.columns)
+    assert (history.blocks <= 9).all() and (history.reward <= 1).all() and (history.reward >= -2).all()
+    assert (run_dir(profile, "resnet20_blockdrop_curriculum") / "history.json").exists()
+    assert (run_dir(profile, "resnet20_blockdrop_g2") / "history.json").exists()
+    assert not net.training and not net.backbone_frozen and net.decider.decided_blocks == 9
+    # the curriculum left the backbone as trained; the joint phase changed it
+    curriculum_state = torch.load(run_dir(profile, "resnet20_blockdrop_curriculum") / "checkpoint.pt",
+                                  weights_only=True)["model"]
+    for name, value in baseline.state_dict().items():
+        assert torch.equal(curriculum_state[f"backbone.{name}"], value), name
+    assert not torch.equal(net.backbone.blocks[0].conv1.weight, baseline.blocks[0].conv1.weight)
+    with pytest.raises(ValueError, match="penalty gamma"):
+        train_blockdrop(profile, data, penalty=-1.0, progress=False)
+
+    # the comparison points find both finished runs (and load, not retrain, BlockDrop)
+    from dyninf.frontier import trained_points
+    monkeypatch.setattr(train_module, "_train_one_epoch", lambda *a: pytest.fail("retrained"))
+    points = trained_points(profile, data, methods=("plain", "AIG", "BlockDrop"))
+    assert points.network.tolist() == ["plain ResNet-20", "BlockDrop ResNet-20, γ = 2"]
+    logits, decisions = predict_with_decisions(net, data.test_images)
+    assert points["mean MACs (M)"].iloc[1] == pytest.approx(spent_macs(net, decisions).mean().item() / 1e6)
+    assert points["accuracy (%)"].iloc[1] == pytest.approx(
+        100 * (logits.argmax(1) == data.test_labels).float().mean().item())
+
+
+def test_trained_points_of_a_profile_without_runs_is_an_empty_table_and_methods_are_checked(course):
+    from dyninf.frontier import COLUMNS, trained_points
+
+    profile, data = course
+    empty = trained_points(profile, data)
+    assert empty.empty and list(empty.columns) == COLUMNS
+    with pytest.raises(ValueError, match="unknown methods"):
+        trained_points(profile, data, methods=("plain", "HydraNet"))

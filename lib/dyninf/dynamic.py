@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from dyninf.backbones import CifarResNet, check_mode
+from dyninf.cost import network_cost
 from dyninf.train import predict
 
 
@@ -21,6 +22,11 @@ class DynamicNetwork(nn.Module):
     latest forward pass stay in ``last_decisions``, with their gradient, for losses on them (AIG's
     target rate, GaterNet's sparsity): (batch, num_blocks) for a block decider, or (batch,
     num_filter_gates) for a decider with ``decides_filters`` (called once with the images).
+    A decider with ``decides_blocks`` (BlockDrop's policy) is called once with the images and
+    returns all (batch, num_blocks) block decisions.
+
+    ``freeze_backbone()`` stops the backbone's training (no gradients, BatchNorm statistics kept,
+    also in train mode) while the decider learns; ``freeze_backbone(False)`` undoes it.
     """
 
     def __init__(self, backbone: CifarResNet, decider: nn.Module, train_mode: str = "masked",
@@ -31,20 +37,46 @@ class DynamicNetwork(nn.Module):
         self.backbone, self.decider = backbone, decider
         self.train_mode, self.eval_mode = train_mode, eval_mode
         self.last_decisions: torch.Tensor | None = None
+        self.backbone_frozen = False
 
     @property
     def num_blocks(self) -> int:
         return self.backbone.num_blocks
+
+    def freeze_backbone(self, frozen: bool = True) -> "DynamicNetwork":
+        self.backbone_frozen = frozen
+        self.backbone.requires_grad_(not frozen)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "DynamicNetwork":
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
 
     def forward(self, images: torch.Tensor, mode: str | None = None, return_decisions: bool = False):
         mode = mode or (self.train_mode if self.training else self.eval_mode)
         if getattr(self.decider, "decides_filters", False):   # a global gater (GaterNet)
             self.last_decisions = self.decider(images)
             logits = self.backbone(images, mode=mode, filter_gates=self.last_decisions)
+        elif getattr(self.decider, "decides_blocks", False):   # a global policy (BlockDrop)
+            self.last_decisions = self.decider(images)
+            logits = self.backbone(images, decisions=self.last_decisions, mode=mode)
         else:
             logits, self.last_decisions = self.backbone(images, decisions=self.decider, mode=mode,
                                                         return_decisions=True)
         return (logits, self.last_decisions) if return_decisions else logits
+
+
+def spent_macs(net: DynamicNetwork, decisions: torch.Tensor) -> torch.Tensor:
+    """MACs each image spends (batch,) given the decisions ``net`` took for it: the backbone's
+    blocks or filters that ran, plus the decider's own cost (``decider.macs_and_params()``)."""
+    cost = network_cost(net.backbone)
+    if getattr(net.decider, "decides_filters", False):
+        backbone = cost.spent_macs(filter_gates=decisions)
+    else:
+        backbone = cost.spent_macs(decisions)
+    return backbone + net.decider.macs_and_params()[0]
 
 
 def predict_with_decisions(net: DynamicNetwork, images: torch.Tensor,

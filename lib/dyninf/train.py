@@ -27,12 +27,15 @@ from dyninf.data import ImageDataset
 from dyninf.io import atomic_torch_save, atomic_write_text
 
 SCHEDULES = ("onecycle", "step")
+OPTIMIZERS = ("sgd", "adam")
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 
-# forward(model, images, **kwargs) -> logits; extra loss: (model, images, labels, logits) -> scalar
+# forward(model, images, **kwargs) -> logits; extra loss or logged metric:
+# (model, images, labels, logits) -> scalar; epoch start: (model, epoch) -> values to log, or None
 Forward = Callable[..., torch.Tensor]
 ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+EpochStart = Callable[[nn.Module, int], "Mapping[str, float | int | str] | None"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,13 @@ class TrainConfig:
     nesterov: bool = True
     decider_lr_factor: float = 1.0  # learning-rate multiplier for a DynamicNetwork's decider
     seed: int = 0
+    optimizer: str = "sgd"          # "adam" (BlockDrop's policy training) ignores momentum
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"epochs, batch_size and lr must be positive, got {self}")
         object.__setattr__(self, "milestones", tuple(self.milestones))
@@ -69,12 +75,19 @@ def default_device() -> torch.device:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD; a model's ``decider`` (if any) gets ``decider_lr_factor`` times the learning rate."""
+    """SGD or Adam; a model's ``decider`` (if any) gets ``decider_lr_factor`` times the learning
+    rate. Frozen parameters (``requires_grad=False``) are left out."""
     decider = getattr(model, "decider", None)
     decider_params = {id(p) for p in decider.parameters()} if isinstance(decider, nn.Module) else set()
     groups = [{"params": [p for p in model.parameters() if id(p) not in decider_params], "lr": config.lr}]
     if decider_params:
         groups.append({"params": list(decider.parameters()), "lr": config.lr * config.decider_lr_factor})
+    # Every group stays (a frozen one empty), so that the scheduler's and a checkpoint's group
+    # count does not depend on what is frozen.
+    for group in groups:
+        group["params"] = [p for p in group["params"] if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                            nesterov=config.nesterov, weight_decay=config.weight_decay)
 
@@ -132,20 +145,23 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
         run_dir: str | os.PathLike | None = None, *, device: torch.device | str | None = None,
         forward: Forward | None = None, extra_losses: Mapping[str, ExtraLoss] | None = None,
-        on_epoch_start: Callable[[nn.Module, int], None] | None = None,
+        metrics: Mapping[str, ExtraLoss] | None = None, on_epoch_start: EpochStart | None = None,
         progress: bool = True, description: str = "training") -> pd.DataFrame:
     """Train ``model`` on ``data`` and return its per-epoch history.
 
     With ``run_dir``, a checkpoint is written after every epoch and a later call with the same
     configuration resumes from it (or, if the run is complete, loads the trained weights and
     returns the stored history at once). A different configuration there is an error.
-    ``extra_losses`` are added to the cross-entropy and logged under their names;
+    ``extra_losses`` are added to the cross-entropy and logged under their names; ``metrics``,
+    called the same way, are only logged (batch means, like the losses);
     ``on_epoch_start(model, epoch)`` (epoch counted from 0) sets per-epoch state such as a
-    schedule or a curriculum step, so it must depend on ``epoch`` alone for resume to be exact.
+    schedule or a curriculum step, so it must depend on ``epoch`` alone for resume to be exact;
+    what it returns (a dict, or None) goes into that epoch's history row and progress bar.
     """
     device = torch.device(device) if device else default_device()
     forward = forward or _plain_forward
     extra_losses = dict(extra_losses or {})
+    metrics = dict(metrics or {})
     model.to(device=device, memory_format=torch.channels_last)
     train_batches = Batches(data.train_images, data.train_labels, config.batch_size, train=True,
                             device=device, seed=config.seed)
@@ -162,17 +178,17 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
     epochs = tqdm(range(config.epochs), desc=description, initial=len(history),
                   total=config.epochs, disable=not progress, unit="epoch")
     for epoch in range(len(history), config.epochs):
-        if on_epoch_start is not None:
-            on_epoch_start(model, epoch)
-        row = _train_one_epoch(model, train_batches, epoch, optimizer, scheduler, forward,
-                               extra_losses, device, progress)
+        epoch_info = dict((on_epoch_start(model, epoch) if on_epoch_start else None) or {})
+        epochs.set_postfix(epoch_info)
+        row = {**epoch_info, **_train_one_epoch(model, train_batches, epoch, optimizer, scheduler,
+                                                forward, extra_losses, metrics, device, progress)}
         scores = evaluate(model, data.test_images, data.test_labels, device=device,
                           forward=forward)
         row.update(test_loss=scores["loss"], test_accuracy=scores["accuracy"])
         history.append(row)
         epochs.update(1)
-        epochs.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_accuracy']:.3f}",
-                           test_acc=f"{row['test_accuracy']:.3f}")
+        epochs.set_postfix(epoch_info, loss=f"{row['train_loss']:.3f}",
+                           acc=f"{row['train_accuracy']:.3f}", test_acc=f"{row['test_accuracy']:.3f}")
         if run_dir is not None:
             _save_checkpoint(run_dir, config, model, optimizer, scheduler, history)
     epochs.close()
@@ -185,10 +201,11 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
     return pd.DataFrame(history)
 
 
-def _train_one_epoch(model, batches, epoch, optimizer, scheduler, forward, extra_losses, device,
-                     progress) -> dict:
+def _train_one_epoch(model, batches, epoch, optimizer, scheduler, forward, extra_losses, metrics,
+                     device, progress) -> dict:
     model.train()
-    sums = {"loss": 0.0, "correct": 0.0, **{name: 0.0 for name in extra_losses}}
+    logged = [*extra_losses, *metrics]
+    sums = {"loss": 0.0, "correct": 0.0, **{name: 0.0 for name in logged}}
     seen = 0
     start = time.perf_counter()
     bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
@@ -199,10 +216,12 @@ def _train_one_epoch(model, batches, epoch, optimizer, scheduler, forward, extra
             loss = F.cross_entropy(logits, labels)
             extras = {name: term(model, images, labels, logits) for name, term in extra_losses.items()}
             total = loss + sum(extras.values())
+            with torch.no_grad():
+                extras.update({name: term(model, images, labels, logits) for name, term in metrics.items()})
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]  # the rate this batch used
+        lr = next(g["lr"] for g in optimizer.param_groups if g["params"])  # the rate this batch used
         scheduler.step()
         n = len(labels)
         seen += n
@@ -214,7 +233,7 @@ def _train_one_epoch(model, batches, epoch, optimizer, scheduler, forward, extra
     row = {"epoch": epoch + 1, "lr": lr,
            "train_loss": sums["loss"] / seen, "train_accuracy": sums["correct"] / seen,
            "seconds": time.perf_counter() - start}
-    row.update({name: sums[name] / seen for name in extra_losses})
+    row.update({name: sums[name] / seen for name in logged})
     return row
 
 

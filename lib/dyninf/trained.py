@@ -10,8 +10,9 @@ from torch import nn
 
 from dyninf.backbones import CifarResNet, cifar_resnet
 from dyninf.data import ImageDataset
-from dyninf.deciders import (AIGGates, Gater, StochasticDepth, calibrate_thresholds, check_target_rate,
-                             gate_sparsity_loss, target_rate_loss)
+from dyninf.deciders import (AIGGates, BlockDropPolicy, Gater, StochasticDepth, blockdrop_reward,
+                             calibrate_thresholds, check_penalty, check_target_rate, curriculum_step,
+                             gate_sparsity_loss, policy_gradient_loss, target_rate_loss)
 from dyninf.dynamic import DynamicNetwork
 from dyninf.paths import runs_dir
 from dyninf.profiles import Profile
@@ -139,7 +140,7 @@ def train_aig(profile: Profile, data: ImageDataset | None = None, target: float 
 GATERNET_SCHEDULES = {
     "quick": {"finetune": True, "gater_depth": 8, "gater_width": 8, "bottleneck": 64,
               "sparsity_weights": (0.0, 1.0),
-              "config": TrainConfig(epochs=4, batch_size=128, lr=0.05, schedule="onecycle",
+              "config": TrainConfig(epochs=3, batch_size=128, lr=0.05, schedule="onecycle",
                                     decider_lr_factor=4)},
     "standard": {"finetune": True, "gater_depth": 20, "gater_width": 16, "bottleneck": 256,
                  "sparsity_weights": (0.0, 1.0),
@@ -191,3 +192,93 @@ def train_wider(profile: Profile, parameters: int, data: ImageDataset | None = N
     seed_everything(profile.train.seed)
     net = cifar_resnet(profile.depth, num_classes=len(data.classes), width=width)
     return net, train_cached(profile, f"resnet{profile.depth}_wider{width}", net, data, progress=progress)
+
+
+# BlockDrop: the policy learns on the profile's trained, frozen baseline with a curriculum (the
+# policy decides the last t blocks in epoch t), then policy and backbone are finetuned jointly.
+# Both phases use Adam without weight decay, as the official code. paper: its README's CIFAR-10
+# ResNet-110 commands (curriculum lr 1e-3, batch 2048, 5000 epochs, gamma 1, entropy weight 0.1;
+# finetuning lr 1e-4, batch 256, 1600 epochs, gamma 10). quick: 3 blocks per curriculum epoch,
+# so the 9 blocks of ResNet-20 are all decided by the third epoch; a narrow ResNet-8 policy
+# (width 8) that costs a small fraction of the backbone, as ResNet-8 does beside ResNet-110; and
+# smaller penalties (0.3, then 1), because on a 9-block network every dropped block costs a larger
+# share of accuracy: with the paper's gammas, 3 short epochs learn to keep every block.
+def _adam(epochs: int, batch_size: int, lr: float, decider_lr_factor: float = 1.0) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule="step", milestones=(),
+                       weight_decay=0.0, optimizer="adam", decider_lr_factor=decider_lr_factor)
+
+
+BLOCKDROP_SCHEDULES = {
+    "quick": {"policy_depth": 8, "policy_width": 8, "alpha": 0.8, "entropy_weight": 0.1,
+              "blocks_per_epoch": 3, "curriculum_penalty": 0.3, "penalty": 1.0,
+              "curriculum": _adam(3, 128, 1e-3), "finetune": _adam(2, 128, 1e-4, decider_lr_factor=10)},
+    "standard": {"policy_depth": 8, "policy_width": 16, "alpha": 0.8, "entropy_weight": 0.1,
+                 "blocks_per_epoch": 1, "curriculum_penalty": 1.0, "penalty": 10.0,
+                 "curriculum": _adam(30, 256, 1e-3), "finetune": _adam(20, 256, 1e-4, decider_lr_factor=10)},
+    "paper": {"policy_depth": 8, "policy_width": 16, "alpha": 0.8, "entropy_weight": 0.1,
+              "blocks_per_epoch": 1, "curriculum_penalty": 1.0, "penalty": 10.0,
+              "curriculum": _adam(5000, 2048, 1e-3), "finetune": _adam(1600, 256, 1e-4),
+              "extra_depths": (32,)},   # the paper's second CIFAR-10 backbone, beside ResNet-110
+}
+
+
+def blockdrop_losses(penalty: float, entropy_weight: float) -> tuple[dict, dict]:
+    """The shared training loop's hooks for BlockDrop: the policy-gradient loss with the
+    self-critical baseline (the greedy policy's reward on the same images, one more forward pass
+    without gradients), and the logged reward and blocks used of the sampled policies."""
+    check_penalty(penalty)
+
+    def reward(model, labels, logits, decisions):
+        return blockdrop_reward(logits.argmax(1) == labels, decisions.sum(1), model.num_blocks, penalty)
+
+    def policy_loss(model, images, labels, logits):
+        policy, sampled = model.decider, model.last_decisions
+        greedy = policy.greedy()
+        with torch.no_grad():
+            greedy_logits = model.backbone(images, decisions=greedy, mode=model.train_mode)
+        return policy_gradient_loss(policy.log_probability(sampled), reward(model, labels, logits, sampled),
+                                    reward(model, labels, greedy_logits, greedy),
+                                    policy.entropy(), entropy_weight)
+
+    metrics = {"reward": lambda model, images, labels, logits: reward(model, labels, logits, model.last_decisions).mean(),
+               "blocks": lambda model, images, labels, logits: model.last_decisions.sum(1).mean()}
+    return {"policy_loss": policy_loss}, metrics
+
+
+def train_blockdrop(profile: Profile, data: ImageDataset | None = None, penalty: float | None = None,
+                    progress: bool = True, depth: int | None = None) -> tuple[DynamicNetwork, pd.DataFrame]:
+    """BlockDrop on the profile's trained plain ResNet of ``depth`` (default: the profile's
+    baseline; the paper also uses ResNet-32): the curriculum (backbone frozen), then joint
+    finetuning with the penalty gamma (default: the schedule's). Trained and evaluated in
+    skipped mode (the decisions are sampled, so no gradient needs the skipped residuals).
+    Returns the network and both phases' history (column ``phase``)."""
+    schedule = BLOCKDROP_SCHEDULES[profile.name]
+    penalty = schedule["penalty"] if penalty is None else penalty
+    check_penalty(penalty)
+    data = data if data is not None else profile.load_data()
+    backbone = train_baseline(profile, data, depth, progress=progress)[0]
+    seed_everything(profile.train.seed)
+    policy = BlockDropPolicy.for_backbone(backbone, depth=schedule["policy_depth"],
+                                          width=schedule["policy_width"], alpha=schedule["alpha"])
+    net = DynamicNetwork(backbone, policy, train_mode="skipped", eval_mode="skipped").freeze_backbone()
+    blocks = backbone.num_blocks
+
+    def curriculum(model, epoch):
+        policy.decided_blocks = curriculum_step(epoch, blocks, schedule["blocks_per_epoch"])
+        return {"phase": "curriculum", "decided_blocks": policy.decided_blocks}
+
+    losses, metrics = blockdrop_losses(schedule["curriculum_penalty"], schedule["entropy_weight"])
+    first = train_cached(profile, f"resnet{backbone.depth}_blockdrop_curriculum", net, data,
+                         schedule["curriculum"], progress, extra_losses=losses, metrics=metrics,
+                         on_epoch_start=curriculum)
+    net.freeze_backbone(False)
+    policy.decided_blocks = blocks
+
+    def finetune(model, epoch):
+        return {"phase": "finetune", "decided_blocks": blocks}
+
+    losses, metrics = blockdrop_losses(penalty, 0.0)
+    second = train_cached(profile, f"resnet{backbone.depth}_blockdrop_g{penalty:g}", net, data,
+                          schedule["finetune"], progress, extra_losses=losses, metrics=metrics,
+                          on_epoch_start=finetune)
+    return net, pd.concat([first, second], ignore_index=True)

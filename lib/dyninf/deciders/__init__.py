@@ -5,11 +5,16 @@ a fixed tensor (this module), a random decider (stochastic depth), a local gate 
 a global policy (BlockDrop) and a global gater over filters (GaterNet).
 """
 from dyninf.deciders.aig import AIGGates, calibrate_thresholds, check_target_rate, target_rate_loss
+from dyninf.deciders.blockdrop import (BlockDropPolicy, blockdrop_reward, bounded_probabilities,
+                                       check_alpha, check_penalty, curriculum_step,
+                                       policy_gradient_loss)
 from dyninf.deciders.base import BlockDecider, FixedDecisions, as_decider, random_decisions
 from dyninf.deciders.gaternet import Gater, gate_sparsity_loss, improved_semhash, saturated_sigmoid
 from dyninf.deciders.stochastic_depth import StochasticDepth, survival_probabilities
 
 __all__ = ["AIGGates", "calibrate_thresholds", "check_target_rate", "target_rate_loss",
+           "BlockDropPolicy", "blockdrop_reward", "bounded_probabilities", "check_alpha",
+           "check_penalty", "curriculum_step", "policy_gradient_loss",
            "BlockDecider", "FixedDecisions", "as_decider", "random_decisions",
            "Gater", "gate_sparsity_loss", "improved_semhash", "saturated_sigmoid",
            "StochasticDepth", "survival_probabilities"]

@@ -1,0 +1,139 @@
+"""BlockDrop (Wu, Nagarajan et al., CVPR 2018): a policy network looks at the image once and picks,
+in one shot, which residual blocks to run; trained with REINFORCE and a self-critical baseline.
+
+Policy: a small ResNet (built by the same backbone builder) -> K sigmoid outputs s. Training
+samples u ~ Bernoulli(s') with s' = alpha s + (1 - alpha)(1 - s), so that every block keeps a
+chance of being flipped (exploration never stops); evaluation keeps block k iff s_k >= 0.5.
+Reward: R(u) = 1 - (|u|_0 / K)^2 for a correct prediction, -gamma for a wrong one.
+Loss: -(R(u) - R(u~)) sum_k log pi(u_k) - beta H(pi), with u~ the thresholded (greedy) policy.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli
+
+from dyninf.cost import network_cost
+
+if TYPE_CHECKING:
+    from dyninf.backbones import CifarResNet
+
+
+def check_alpha(alpha: float) -> None:
+    if not isinstance(alpha, (int, float)) or not 0.5 < alpha <= 1:
+        raise ValueError(f"alpha (BlockDrop's probability bound) must be in (0.5, 1], got {alpha!r}: "
+                         f"0.5 would make every decision a coin flip, and below it the policy "
+                         f"would be inverted")
+
+
+def bounded_probabilities(probabilities: torch.Tensor, alpha: float = 0.8) -> torch.Tensor:
+    """s' = alpha s + (1 - alpha)(1 - s): keeps every keep-probability in [1 - alpha, alpha]."""
+    check_alpha(alpha)
+    return alpha * probabilities + (1 - alpha) * (1 - probabilities)
+
+
+def check_penalty(penalty: float) -> None:
+    if not isinstance(penalty, (int, float)) or not math.isfinite(penalty) or penalty < 0:
+        raise ValueError(f"the penalty gamma must be a finite number >= 0 (a wrong prediction is "
+                         f"rewarded -gamma), got {penalty!r}")
+
+
+def blockdrop_reward(correct: torch.Tensor, blocks_used: torch.Tensor, num_blocks: int,
+                     penalty: float) -> torch.Tensor:
+    """R = 1 - (blocks_used / K)^2 where the prediction is ``correct``, else -``penalty`` (gamma)."""
+    check_penalty(penalty)
+    sparsity = 1 - (blocks_used.to(torch.float32) / num_blocks) ** 2
+    return torch.where(correct, sparsity, torch.full_like(sparsity, -float(penalty)))
+
+
+def policy_gradient_loss(log_probability: torch.Tensor, reward: torch.Tensor,
+                         baseline_reward: torch.Tensor, entropy: torch.Tensor | None = None,
+                         entropy_weight: float = 0.0) -> torch.Tensor:
+    """REINFORCE with a baseline, averaged over the batch: -(R(u) - R(u~)) log pi(u) - beta H.
+    The advantage is a constant for the gradient (it is detached)."""
+    advantage = (reward - baseline_reward).detach()
+    loss = -(advantage * log_probability).mean()
+    if entropy is not None and entropy_weight:
+        loss = loss - entropy_weight * entropy.mean()
+    return loss
+
+
+def curriculum_step(epoch: int, num_blocks: int, blocks_per_epoch: int = 1) -> int:
+    """How many of the last blocks the policy decides in ``epoch`` (counted from 0): the paper adds
+    one block per epoch (t = epoch + 1) until it decides all K; the first K - t always run."""
+    if blocks_per_epoch < 1:
+        raise ValueError(f"blocks_per_epoch must be >= 1, got {blocks_per_epoch}")
+    return min(num_blocks, blocks_per_epoch * (epoch + 1))
+
+
+class BlockDropPolicy(nn.Module):
+    """Images (batch, 3, H, W) -> block decisions (batch, K): sampled while training, thresholded
+    at 0.5 in eval mode. Only the last ``decided_blocks`` are the policy's (the curriculum); the
+    others are 1. The probabilities of the latest call stay in ``last_probabilities`` for the loss.
+    """
+
+    decides_blocks = True   # DynamicNetwork passes its output as the backbone's block decisions
+
+    def __init__(self, num_blocks: int, depth: int = 8, width: int = 16, alpha: float = 0.8):
+        from dyninf.backbones import cifar_resnet   # here: dyninf.backbones imports the deciders
+
+        super().__init__()
+        check_alpha(alpha)
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be positive, got {num_blocks}")
+        self.num_blocks, self.alpha = num_blocks, alpha
+        self.decided_blocks = num_blocks
+        self.extractor = cifar_resnet(depth, num_classes=num_blocks, width=width)
+        # Start undecided but leaning to "keep": the pretrained backbone's full path is right
+        # most often, so the first greedy policies are accurate and the baseline is informative.
+        nn.init.normal_(self.extractor.head[-1].weight, std=0.01)
+        nn.init.constant_(self.extractor.head[-1].bias, 1.0)
+        self.last_probabilities: torch.Tensor | None = None
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """s: each block's keep-probability (batch, K)."""
+        return torch.sigmoid(self.extractor(images).float())
+
+    def _with_fixed_blocks(self, decisions: torch.Tensor) -> torch.Tensor:
+        """The first K - decided_blocks decisions set to 1 (curriculum)."""
+        fixed = self.num_blocks - self.decided_blocks
+        if fixed:
+            decisions = decisions.clone()
+            decisions[:, :fixed] = 1
+        return decisions
+
+    def greedy(self, probabilities: torch.Tensor | None = None) -> torch.Tensor:
+        """Thresholded decisions u~ = 1(s >= 0.5) (for the latest probabilities by default)."""
+        probabilities = self.last_probabilities if probabilities is None else probabilities
+        return self._with_fixed_blocks((probabilities >= 0.5).to(probabilities.dtype))
+
+    def distribution(self) -> Bernoulli:
+        return Bernoulli(probs=bounded_probabilities(self.last_probabilities, self.alpha))
+
+    def log_probability(self, decisions: torch.Tensor) -> torch.Tensor:
+        """log pi(u) (batch,) of ``decisions`` under the latest probabilities, over the decided
+        blocks only (the fixed ones were not the policy's choice)."""
+        return self.distribution().log_prob(decisions)[:, self.num_blocks - self.decided_blocks:].sum(1)
+
+    def entropy(self) -> torch.Tensor:
+        """The decided blocks' summed Bernoulli entropy (batch,) under the latest probabilities."""
+        return self.distribution().entropy()[:, self.num_blocks - self.decided_blocks:].sum(1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.last_probabilities = self.probabilities(images)
+        if not self.training:
+            return self.greedy()
+        with torch.no_grad():
+            sampled = self.distribution().sample()
+        return self._with_fixed_blocks(sampled)
+
+    def macs_and_params(self) -> tuple[int, int]:
+        """Per-image MACs and the parameter count of the policy network."""
+        return network_cost(self.extractor).total_macs, sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def for_backbone(cls, backbone: "CifarResNet", **kwargs) -> "BlockDropPolicy":
+        return cls(backbone.num_blocks, **kwargs)
