@@ -39,7 +39,7 @@ def test_missing_source_names_the_expected_layout(tmp_path):
 def test_broken_archive_is_a_clear_error(tmp_path):
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"\x1f\x8b this is not a gzip stream" * 10)
-    with pytest.raises(ValueError, match="cannot read the CIFAR-10 archive"):
+    with pytest.raises(ValueError, match="cannot read the image archive"):
         read_image_folder(broken)
 
 
@@ -111,7 +111,7 @@ def test_interrupted_cache_write_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_damaged_cache_is_rebuilt_from_the_source(tiny_archive, tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "check_cifar10", lambda dataset: None)  # tiny, not full size
+    monkeypatch.setattr(data_module, "check_cifar", lambda dataset, spec: None)  # tiny, not full size
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
     (cache_dir / "cifar10-uint8.pt").write_bytes(b"garbage")
@@ -122,7 +122,7 @@ def test_damaged_cache_is_rebuilt_from_the_source(tiny_archive, tmp_path, monkey
 
 
 def test_environment_variable_names_the_source(tiny_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(data_module, "check_cifar10", lambda dataset: None)
+    monkeypatch.setattr(data_module, "check_cifar", lambda dataset, spec: None)
     monkeypatch.setenv(SOURCE_VARIABLE, str(tiny_folder))
     assert len(load_cifar10(cache_dir=tmp_path / "cache").test_images) == 20
 
@@ -199,3 +199,35 @@ def test_synthetic_dataset_shapes():
     assert isinstance(dataset, ImageDataset)
     assert dataset.train_images.shape == (12, 3, 32, 32) and dataset.train_images.dtype == torch.uint8
     assert dataset.classes == ("class0", "class1", "class2")
+
+
+def test_cifar100_is_found_like_cifar10_under_its_own_name(tmp_path, monkeypatch):
+    from dyninf.data import CIFAR100_CLASSES, load_cifar100
+
+    folder = write_image_folder(tmp_path / "c100", {"train": 1, "test": 1}, classes=CIFAR100_CLASSES)
+    monkeypatch.setenv("CIFAR100_SOURCE", str(folder))
+    monkeypatch.setenv(SOURCE_VARIABLE, str(tmp_path / "not-this-one"))
+    with pytest.raises(ValueError, match="expected 500 train images per class"):   # full size is checked
+        load_cifar100(cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "cifar100-uint8.pt").exists()
+    monkeypatch.setattr(data_module, "check_cifar", lambda dataset, spec: None)
+    dataset = load_cifar100(cache_dir=tmp_path / "cache")
+    assert dataset.classes == CIFAR100_CLASSES and dataset.train_labels.tolist() == list(range(100))
+    assert dataset.train_images[12, :, 0, 0].tolist() == list(class_colour(12, 0))   # the class order holds
+    assert (tmp_path / "cache" / "cifar100-uint8.pt").exists()
+
+
+def test_cifar100_offline_names_its_own_variable_and_unknown_sets_are_errors(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    from dyninf.data import load_cifar
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    monkeypatch.delenv("CIFAR100_SOURCE", raising=False)
+    with pytest.raises(RuntimeError, match="CIFAR-100 is not cached .*CIFAR100_SOURCE"):
+        load_cifar("cifar100", cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="unknown data set 'svhn'; known: cifar10, cifar100"):
+        load_cifar("svhn")

@@ -17,3 +17,22 @@ def test_profiles_and_device_override():
     assert paper.depth == 110 and paper.train.schedule == "step" and paper.train_per_class is None
     assert set(PROFILES) == {"quick", "standard", "paper"}
     assert all(p.needs for p in PROFILES.values())
+
+
+def test_another_data_set_keeps_its_runs_apart_and_loads_that_data_set(monkeypatch):
+    import dyninf.profiles as profiles_module
+    from dyninf.data import synthetic_dataset
+
+    paper = get_profile("paper")
+    on_cifar100 = paper.for_dataset("cifar100")
+    assert (paper.runs, on_cifar100.runs) == ("paper", "paper-cifar100")
+    assert on_cifar100.for_dataset("cifar10").runs == "paper"
+    asked = []
+    monkeypatch.setattr(profiles_module, "load_cifar",
+                        lambda name: asked.append(name) or synthetic_dataset(4, 2, num_classes=100))
+    quick100 = get_profile("quick").for_dataset("cifar100")
+    with pytest.raises(ValueError, match="fewer than the 1200 per class"):   # quick: 1000 + 200 held out
+        quick100.load_data()
+    assert asked == ["cifar100"]
+    with pytest.raises(ValueError, match="unknown data set 'mnist'"):
+        paper.for_dataset("mnist")

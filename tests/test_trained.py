@@ -89,8 +89,15 @@ def test_gaternet_from_scratch_on_a_bottleneck_backbone_as_in_the_paper_profile(
     monkeypatch.setitem(GATERNET_SCHEDULES, "quick", paper_like)    # the course fixture's profile is "quick"
     net, _ = train_gaternet(profile, data, sparsity_weight=1.0, progress=False)
     assert net.backbone.depth == 11 and net.decider.num_gates == net.backbone.num_filter_gates == 2 * (16 + 32 + 64)
-    assert (run_dir(profile, "resnet11_gaternet_l1") / "history.json").exists()
+    assert (run_dir(profile, "resnet11_bottleneck_gaternet_l1") / "history.json").exists()
     assert not (run_dir(profile, "resnet20") / "history.json").exists()   # from scratch: no baseline
+    # the paper's grid: another backbone, named by it; the comparison points reload each with its own
+    other, _ = train_gaternet(profile, data, sparsity_weight=1.0, progress=False, scratch_backbone=(8, False))
+    assert other.backbone.depth == 8 and (run_dir(profile, "resnet8_gaternet_l1") / "history.json").exists()
+    from dyninf.frontier import trained_points
+    monkeypatch.setattr(train_module, "_train_one_epoch", lambda *a: pytest.fail("retrained"))
+    points = trained_points(profile, data, methods=("GaterNet",))
+    assert points.network.tolist() == ["GaterNet ResNet-11, λ = 1", "GaterNet ResNet-8, λ = 1"]
 
 
 def test_trained_plain_resnets_lists_finished_plain_runs_only(course):
@@ -150,3 +157,11 @@ def test_trained_points_of_a_profile_without_runs_is_an_empty_table_and_methods_
     assert empty.empty and list(empty.columns) == COLUMNS
     with pytest.raises(ValueError, match="unknown methods"):
         trained_points(profile, data, methods=("plain", "HydraNet"))
+
+
+def test_a_bottleneck_baseline_has_its_own_run(course):
+    profile, data = course
+    net, _ = train_baseline(profile, data, depth=11, bottleneck=True, progress=False)
+    assert net.depth == 11 and (run_dir(profile, "resnet11_bottleneck") / "history.json").exists()
+    from dyninf.trained import trained_plain_resnets
+    assert trained_plain_resnets(profile) == {}      # not mistaken for a basic-block ResNet

@@ -1,6 +1,7 @@
-"""CIFAR-10 as in-memory uint8 tensors: found, decoded once, cached atomically, checked.
+"""CIFAR-10 (and CIFAR-100) as in-memory uint8 tensors: found, decoded once, cached atomically,
+checked.
 
-Where the images come from, in order:
+Where the images come from, in order (CIFAR-100: ``cifar100`` and ``CIFAR100_SOURCE``):
 1. the cache ``data/cifar10/cifar10-uint8.pt`` (decoded earlier; under a second to load);
 2. ``source`` (argument) or the environment variable ``CIFAR10_SOURCE``: an ImageFolder-layout
    folder or ``.tar.gz`` with ``train/<class>/*`` and ``test/<class>/*`` (any image PIL reads);
@@ -31,10 +32,50 @@ CIFAR10_CLASSES = (
     "dog", "frog", "horse", "ship", "truck",
 )
 CIFAR10_PER_CLASS = {"train": 5000, "test": 1000}
+# torchvision's order (alphabetical): CIFAR-100's 100 fine labels.
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
+    "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
+    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
+    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
+    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
+    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
+    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)
 IMAGE_SHAPE = (3, 32, 32)
 SOURCE_VARIABLE = "CIFAR10_SOURCE"
 _CACHE_FORMAT = 1
 _SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class CifarSpec:
+    """What a complete CIFAR data set looks like and where it comes from."""
+
+    name: str                       # folder under data/, and the cache's name
+    title: str                      # for messages
+    classes: tuple[str, ...]
+    per_class: dict[str, int]       # images per class in each split
+    source_variable: str            # environment variable naming an ImageFolder source
+    torchvision_class: str          # the torchvision.datasets class that downloads it
+
+
+DATASETS = {
+    "cifar10": CifarSpec("cifar10", "CIFAR-10", CIFAR10_CLASSES, CIFAR10_PER_CLASS, SOURCE_VARIABLE,
+                         "CIFAR10"),
+    "cifar100": CifarSpec("cifar100", "CIFAR-100", CIFAR100_CLASSES, {"train": 500, "test": 100},
+                          "CIFAR100_SOURCE", "CIFAR100"),
+}
+
+
+def dataset_spec(name: str) -> CifarSpec:
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
 
 
 @dataclass
@@ -92,39 +133,60 @@ def _balanced_indices(labels: torch.Tensor, per_class: int | None, num_classes: 
     return torch.cat(chosen).sort().values, torch.cat(extra).sort().values
 
 
-def load_cifar10(source: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> ImageDataset:
-    """CIFAR-10 as uint8 tensors (see the module docstring for where it comes from)."""
-    cache_path = Path(cache_dir or data_dir() / "cifar10") / "cifar10-uint8.pt"
+def load_cifar(name: str = "cifar10", source: str | os.PathLike | None = None,
+               cache_dir: str | os.PathLike | None = None) -> ImageDataset:
+    """CIFAR-10 or CIFAR-100 (``name``) as uint8 tensors (see the module docstring for where it
+    comes from)."""
+    spec = dataset_spec(name)
+    cache_path = Path(cache_dir or data_dir() / spec.name) / f"{spec.name}-uint8.pt"
     if cache_path.exists():
         cached = read_cache(cache_path)
         if cached is not None:
             return cached
-        warnings.warn(f"the CIFAR-10 cache {cache_path} is damaged; rebuilding it")
-    source = source or os.environ.get(SOURCE_VARIABLE)
+        warnings.warn(f"the {spec.title} cache {cache_path} is damaged; rebuilding it")
+    source = source or os.environ.get(spec.source_variable)
     if source:
-        dataset = read_image_folder(source)
+        dataset = read_image_folder(source, spec.classes)
     else:
-        dataset = _download_with_torchvision(cache_path.parent)
-    check_cifar10(dataset)
+        dataset = _download_with_torchvision(cache_path.parent, spec)
+    check_cifar(dataset, spec)
     write_cache(dataset, cache_path)
     return dataset
 
 
-def check_cifar10(dataset: ImageDataset) -> None:
-    """Raise ValueError unless ``dataset`` is all of CIFAR-10: shapes, class order, balanced counts."""
-    if tuple(dataset.classes) != CIFAR10_CLASSES:
-        raise ValueError(f"expected the CIFAR-10 classes {CIFAR10_CLASSES}, got {dataset.classes}")
+def load_cifar10(source: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> ImageDataset:
+    """CIFAR-10 as uint8 tensors (see the module docstring for where it comes from)."""
+    return load_cifar("cifar10", source, cache_dir)
+
+
+def load_cifar100(source: str | os.PathLike | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> ImageDataset:
+    """CIFAR-100 (its 100 fine labels) as uint8 tensors, found like CIFAR-10 (``CIFAR100_SOURCE``,
+    ``data/cifar100/``, torchvision)."""
+    return load_cifar("cifar100", source, cache_dir)
+
+
+def check_cifar(dataset: ImageDataset, spec: CifarSpec = DATASETS["cifar10"]) -> None:
+    """Raise ValueError unless ``dataset`` is all of the data set ``spec`` describes: shapes,
+    class order, balanced counts."""
+    if tuple(dataset.classes) != spec.classes:
+        raise ValueError(f"expected the {spec.title} classes {spec.classes}, got {dataset.classes}")
     for split in _SPLITS:
         images, labels = getattr(dataset, f"{split}_images"), getattr(dataset, f"{split}_labels")
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != IMAGE_SHAPE:
             raise ValueError(f"expected {split} images as uint8 (N, 3, 32, 32), "
                              f"got {images.dtype} {tuple(images.shape)}")
-        counts = torch.bincount(labels, minlength=len(CIFAR10_CLASSES)).tolist()
-        expected = CIFAR10_PER_CLASS[split]
-        if counts != [expected] * len(CIFAR10_CLASSES):
+        counts = torch.bincount(labels, minlength=len(spec.classes)).tolist()
+        expected = spec.per_class[split]
+        if counts != [expected] * len(spec.classes):
             raise ValueError(f"expected {expected} {split} images per class "
-                             f"({expected * len(CIFAR10_CLASSES)} in all), got {counts}")
+                             f"({expected * len(spec.classes)} in all), got {counts}")
+
+
+def check_cifar10(dataset: ImageDataset) -> None:
+    """Raise ValueError unless ``dataset`` is all of CIFAR-10."""
+    check_cifar(dataset, DATASETS["cifar10"])
 
 
 # --- Reading an ImageFolder-layout folder or archive -------------------------------------------
@@ -142,7 +204,7 @@ def read_image_folder(source: str | os.PathLike,
     elif source.is_file():
         entries = _archive_entries(source)
     else:
-        raise FileNotFoundError(f"CIFAR-10 source {source} does not exist; expected a folder or "
+        raise FileNotFoundError(f"data source {source} does not exist; expected a folder or "
                                 f".tar.gz with train/<class>/* and test/<class>/*")
     found: dict[str, list[tuple[int, str, np.ndarray]]] = {split: [] for split in _SPLITS}
     unknown = set()
@@ -190,7 +252,7 @@ def _archive_entries(archive: Path) -> Iterator:
                     data = tar.extractfile(member).read()
                     yield (*where, member.name, lambda data=data: data)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-        raise ValueError(f"cannot read the CIFAR-10 archive {archive} ({error}); expected a .tar.gz "
+        raise ValueError(f"cannot read the image archive {archive} ({error}); expected a .tar.gz "
                          f"with train/<class>/* and test/<class>/*") from error
 
 
@@ -205,19 +267,20 @@ def _decode(data: bytes, name: str) -> np.ndarray:
     return array
 
 
-def _download_with_torchvision(cache_dir: Path) -> ImageDataset:
-    from torchvision.datasets import CIFAR10
+def _download_with_torchvision(cache_dir: Path, spec: CifarSpec = DATASETS["cifar10"]) -> ImageDataset:
+    import torchvision.datasets
 
+    download = getattr(torchvision.datasets, spec.torchvision_class)
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Download into a temporary folder so that a broken download never stays on disk.
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
         try:
-            splits = {split: CIFAR10(tmp, train=(split == "train"), download=True)
+            splits = {split: download(tmp, train=(split == "train"), download=True)
                       for split in _SPLITS}
         except Exception as error:
             raise RuntimeError(
-                f"CIFAR-10 is not cached in {cache_dir} and could not be downloaded ({error}). "
-                f"Either set the environment variable {SOURCE_VARIABLE} (or pass source=) to an "
+                f"{spec.title} is not cached in {cache_dir} and could not be downloaded ({error}). "
+                f"Either set the environment variable {spec.source_variable} (or pass source=) to an "
                 f"ImageFolder-layout folder or .tar.gz (train/<class>/*, test/<class>/*), or run "
                 f"once on a machine that can reach the internet so torchvision downloads it."
             ) from error

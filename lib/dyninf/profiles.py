@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from dyninf.data import ImageDataset, load_cifar10
+from dyninf.data import ImageDataset, dataset_spec, load_cifar
 from dyninf.train import TrainConfig, default_device
 
 
@@ -28,16 +28,24 @@ class Profile:
     held_out_per_class: int = 0
     latency_batch_sizes: tuple[int, ...] = (1, 256)
     device: torch.device = field(default_factory=default_device)
+    dataset: str = "cifar10"        # "cifar100": GaterNet's paper profile (see ``for_dataset``)
 
     def load_data(self) -> ImageDataset:
-        """CIFAR-10, cut to this profile's class-balanced subset (the same one every time)."""
-        return load_cifar10().subset(self.train_per_class, self.test_per_class, seed=self.train.seed,
-                                     held_out_per_class=self.held_out_per_class)
+        """The profile's data set, cut to its class-balanced subset (the same one every time)."""
+        return load_cifar(self.dataset).subset(self.train_per_class, self.test_per_class,
+                                               seed=self.train.seed,
+                                               held_out_per_class=self.held_out_per_class)
+
+    def for_dataset(self, dataset: str) -> "Profile":
+        """This profile on another data set (``"cifar10"`` or ``"cifar100"``), with its own runs."""
+        dataset_spec(dataset)
+        return replace(self, dataset=dataset)
 
     @property
     def runs(self) -> str:
-        """Sub-folder of ``runs/`` that holds this profile's trained networks."""
-        return self.name
+        """Sub-folder of ``runs/`` that holds this profile's trained networks (``paper-cifar100``
+        for another data set than CIFAR-10, so that its networks never mix with CIFAR-10's)."""
+        return self.name if self.dataset == "cifar10" else f"{self.name}-{self.dataset}"
 
 
 PROFILES = {

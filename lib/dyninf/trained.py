@@ -2,13 +2,14 @@
 reused by every notebook that needs them (and retrained only when missing)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from dyninf.backbones import CifarResNet, cifar_resnet
+from dyninf.backbones import BottleneckBlock, CifarResNet, cifar_resnet
 from dyninf.data import ImageDataset
 from dyninf.deciders import (AIGGates, BlockDropPolicy, Gater, StochasticDepth, blockdrop_reward,
                              calibrate_thresholds, check_penalty, check_target_rate, curriculum_step,
@@ -33,13 +34,15 @@ def train_cached(profile: Profile, name: str, model: nn.Module, data: ImageDatas
 
 
 def train_baseline(profile: Profile, data: ImageDataset | None = None, depth: int | None = None,
-                   progress: bool = True) -> tuple[CifarResNet, pd.DataFrame]:
-    """The profile's plain ResNet (``depth`` defaults to the profile's) and its history."""
+                   progress: bool = True, bottleneck: bool = False) -> tuple[CifarResNet, pd.DataFrame]:
+    """The profile's plain ResNet (``depth`` defaults to the profile's; ``bottleneck`` blocks for
+    the 9n + 2 ResNets, run ``resnet<depth>_bottleneck``) and its history."""
     data = data if data is not None else profile.load_data()
     depth = depth or profile.depth
     seed_everything(profile.train.seed)
-    net = cifar_resnet(depth, num_classes=len(data.classes))
-    return net, train_cached(profile, f"resnet{depth}", net, data, progress=progress)
+    net = cifar_resnet(depth, num_classes=len(data.classes), bottleneck=bottleneck)
+    name = f"resnet{depth}_bottleneck" if bottleneck else f"resnet{depth}"
+    return net, train_cached(profile, name, net, data, progress=progress)
 
 
 def trained_plain_resnets(profile: Profile) -> dict[int, pd.DataFrame]:
@@ -51,6 +54,13 @@ def trained_plain_resnets(profile: Profile) -> dict[int, pd.DataFrame]:
         if depth.isdigit() and (folder / "history.json").exists():
             found[int(depth)] = load_history(folder)
     return dict(sorted(found.items()))
+
+
+def finished_runs(profile: Profile, pattern: str) -> list[re.Match]:
+    """The profile's completed runs whose folder name matches the regular expression ``pattern``
+    (whole name), in name order, as matches (their groups parse the run's settings)."""
+    folders = sorted((runs_dir() / profile.runs).glob("*"))
+    return [m for f in folders if (f / "history.json").exists() and (m := re.fullmatch(pattern, f.name))]
 
 
 def train_stochastic_depth(profile: Profile, data: ImageDataset | None = None, p_last: float = 0.5,
@@ -136,7 +146,9 @@ def train_aig(profile: Profile, data: ImageDataset | None = None, target: float 
 # (quick: a narrow ResNet-8 gater, so that the gater costs less than the filters it can save);
 # paper trains the paper's largest CIFAR setting from scratch on the profile's schedule: a
 # bottleneck ResNet-164 backbone with a ResNet-20 gater. Each schedule trains one network per L1
-# weight; weight 0 is the control that shows what the sparsity term does.
+# weight; weight 0 is the control that shows what the sparsity term does. paper also has the
+# paper's grid: backbones ResNet-20, ResNet-56 and ResNet-164 (bottleneck) on CIFAR-10 and
+# CIFAR-100, each beside the same plain ResNet trained on the same schedule.
 GATERNET_SCHEDULES = {
     "quick": {"finetune": True, "gater_depth": 8, "gater_width": 8, "bottleneck": 64,
               "sparsity_weights": (0.0, 1.0),
@@ -148,18 +160,27 @@ GATERNET_SCHEDULES = {
                                        decider_lr_factor=2)},
     "paper": {"finetune": False, "backbone_depth": 164, "backbone_bottleneck": True,
               "gater_depth": 20, "gater_width": 16, "bottleneck": 256,
-              "sparsity_weights": (0.0, 1.0), "config": None},   # None: the profile's schedule
+              "sparsity_weights": (0.0, 1.0), "config": None,   # None: the profile's schedule
+              "grid": {"backbones": ((20, False), (56, False), (164, True)),
+                       "datasets": ("cifar10", "cifar100")}},
 }
 
 
 def train_gaternet(profile: Profile, data: ImageDataset | None = None, sparsity_weight: float = 0.5,
-                   progress: bool = True) -> tuple[DynamicNetwork, pd.DataFrame]:
+                   progress: bool = True, scratch_backbone: tuple[int, bool] | None = None
+                   ) -> tuple[DynamicNetwork, pd.DataFrame]:
     """GaterNet on the profile's backbone: loss = cross-entropy + ``sparsity_weight`` x the fraction
-    of open gates; trained in masked mode, evaluated in skipped mode (open filters only)."""
+    of open gates; trained in masked mode, evaluated in skipped mode (open filters only).
+    ``scratch_backbone``: (depth, bottleneck) of a backbone trained from scratch with the gater,
+    instead of the schedule's (the paper profile's grid). Runs are named by the backbone:
+    ``resnet<depth>[_bottleneck]_gaternet_l<weight>``."""
     if sparsity_weight < 0:
         raise ValueError(f"the sparsity weight must be >= 0, got {sparsity_weight}")
     data = data if data is not None else profile.load_data()
     schedule = GATERNET_SCHEDULES[profile.name]
+    if scratch_backbone is not None:
+        depth, bottleneck = scratch_backbone
+        schedule = dict(schedule, finetune=False, backbone_depth=depth, backbone_bottleneck=bottleneck)
     backbone = _backbone_to_gate(profile, data, schedule, progress)
     seed_everything(profile.train.seed)
     gater = Gater.for_backbone(backbone, depth=schedule["gater_depth"], width=schedule["gater_width"],
@@ -169,7 +190,8 @@ def train_gaternet(profile: Profile, data: ImageDataset | None = None, sparsity_
     def sparsity(model, images, labels, logits):
         return sparsity_weight * gate_sparsity_loss(model.last_decisions)
 
-    name = f"resnet{backbone.depth}_gaternet_l{sparsity_weight:g}"
+    kind = "_bottleneck" if isinstance(backbone.blocks[0], BottleneckBlock) else ""
+    name = f"resnet{backbone.depth}{kind}_gaternet_l{sparsity_weight:g}"
     return net, train_cached(profile, name, net, data, schedule["config"], progress,
                              extra_losses={"sparsity_loss": sparsity})
 
