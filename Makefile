@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PROFILE ?= quick
 STAMP   := $(VENV)/.installed
 
-.PHONY: install test unit course clean
+.PHONY: install test unit course bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ unit: install
 # Execute every notebook in order into build/: notebooks, HTML, metrics JSON, REPORT.md.
 course: install
 	$(PY) -m dyninf.course --profile $(PROFILE) --out build
+
+# Measured speed-up of skipped execution over the plain network (random decisions and every trained
+# decider in runs/$(PROFILE)/), beside the ideal one from MACs: a table, build/bench/*.json and .png.
+bench: install
+	$(PY) benchmarks/skipping.py --profile $(PROFILE)
 
 clean:
 	rm -rf build

@@ -1,0 +1,198 @@
+"""Does skipping work save time? Measured speed-up of masked and skipped execution over the plain
+network, beside the ideal one from MACs, on the machine this runs on (`make bench`).
+
+Cases: random per-image block decisions at several keep rates, and the decisions of every trained
+decider found in ``runs/<profile>/`` (AIG, BlockDrop, GaterNet; stochastic depth runs every block
+at test time, so it is timed with test-time dropping at its survival probabilities). For each
+case and batch size, ``torch.utils.benchmark`` times the plain network, masked mode and skipped
+mode in one run; batch 1 cycles through several images, so that the time is an average over
+different decisions, as the ideal speed-up is.
+
+    python benchmarks/skipping.py --profile quick          # the full benchmark (minutes)
+    python benchmarks/skipping.py --tiny --out /tmp/bench  # seconds: what the tests run
+
+Writes ``<out>/skipping-<profile>.json`` and ``.png``, prints the table, and ends with one line
+``realized/ideal speed-up at keep 0.5: batch1=... batch256=...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch.utils import benchmark  # noqa: E402
+
+from dyninf.backbones import cifar_resnet  # noqa: E402
+from dyninf.batches import normalize  # noqa: E402
+from dyninf.cost import network_cost  # noqa: E402
+from dyninf.deciders import random_decisions, survival_probabilities  # noqa: E402
+from dyninf.dynamic import predict_with_decisions, spent_macs  # noqa: E402
+from dyninf.io import atomic_write_text  # noqa: E402
+from dyninf.paths import build_dir  # noqa: E402
+from dyninf.profiles import get_profile  # noqa: E402
+from dyninf.report import device_name  # noqa: E402
+
+KEEP_RATES = (0.25, 0.5, 0.75, 1.0)
+BATCH_ONE_IMAGES = 16    # batch 1 cycles through this many images (and their decisions)
+
+
+def seconds_per_call(call, inputs: list, min_run_time: float) -> float:
+    """Median seconds per call of ``call`` over ``inputs`` (one timed statement runs them all)."""
+    timer = benchmark.Timer(stmt="with torch.no_grad():\n    for item in inputs: call(*item)",
+                            globals={"torch": torch, "call": call, "inputs": inputs},
+                            num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median / len(inputs)
+
+
+def batches(images: torch.Tensor, batch_size: int) -> list[slice]:
+    """Batch 1: the first BATCH_ONE_IMAGES images one by one; otherwise one batch."""
+    if batch_size == 1:
+        return [slice(i, i + 1) for i in range(min(BATCH_ONE_IMAGES, len(images)))]
+    return [slice(0, batch_size)]
+
+
+def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tensor, plain_macs: int,
+              images: torch.Tensor, batch_size: int, min_run_time: float) -> dict:
+    """One row: ``run(images, decisions, mode)`` in both modes against ``plain(images)``."""
+    parts = batches(images, batch_size)
+    inputs = [(images[p], decisions[p]) for p in parts]
+    with torch.no_grad():
+        masked_out = torch.cat([run(x, d, "masked") for x, d in inputs])
+        skipped_out = torch.cat([run(x, d, "skipped") for x, d in inputs])
+    plain_seconds = seconds_per_call(lambda x, d: plain(x), inputs, min_run_time)
+    masked = seconds_per_call(lambda x, d: run(x, d, "masked"), inputs, min_run_time)
+    skipped = seconds_per_call(lambda x, d: run(x, d, "skipped"), inputs, min_run_time)
+    ideal = plain_macs / torch.cat([spent[p] for p in parts]).mean().item()
+    return {"case": case, "batch": batch_size, "plain ms": 1e3 * plain_seconds,
+            "masked ms": 1e3 * masked, "skipped ms": 1e3 * skipped,
+            "ideal speed-up": ideal, "masked speed-up": plain_seconds / masked,
+            "skipped speed-up": plain_seconds / skipped,
+            "realized / ideal": plain_seconds / skipped / ideal,
+            "max |masked - skipped|": (masked_out - skipped_out).abs().max().item()}
+
+
+def random_cases(backbone, images, keep_rates, batch_sizes, min_run_time, seed=0) -> list[dict]:
+    cost = network_cost(backbone)
+    rows = []
+    for keep in keep_rates:
+        decisions = random_decisions(len(images), backbone.num_blocks, keep, seed)
+        spent = cost.spent_macs(decisions)
+        for batch_size in batch_sizes:
+            rows.append(time_case(f"random keep {keep:g}", backbone,
+                                  lambda x, d, mode: backbone(x, decisions=d, mode=mode),
+                                  decisions, spent, cost.total_macs, images, batch_size, min_run_time))
+    return rows
+
+
+def trained_cases(profile, data, images, batch_sizes, min_run_time) -> list[dict]:
+    """The deciders of the profile that are already trained (nothing is trained here)."""
+    from dyninf.trained import (GATERNET_SCHEDULES, finished_runs, train_aig, train_blockdrop, train_gaternet,
+                                train_stochastic_depth)
+
+    found = []
+    for match in finished_runs(profile, rf"resnet{profile.depth}_aig_t([\d.]+)"):
+        found.append((f"AIG t={match[1]}", train_aig(profile, data, float(match[1]), progress=False)[0]))
+    for match in finished_runs(profile, rf"resnet{profile.depth}_blockdrop_g([\d.]+)"):
+        found.append((f"BlockDrop γ={match[1]}", train_blockdrop(profile, data, float(match[1]), progress=False)[0]))
+    if GATERNET_SCHEDULES[profile.name]["finetune"]:   # on the profile's backbone
+        for match in finished_runs(profile, rf"resnet{profile.depth}_gaternet_l([\d.]+)"):
+            if float(match[1]) > 0:
+                found.append((f"GaterNet λ={match[1]}", train_gaternet(profile, data, float(match[1]), progress=False)[0]))
+    rows = []
+    for case, net in found:
+        net = net.cpu().eval() if images.device.type == "cpu" else net.eval()
+        _, decisions = predict_with_decisions(net, data.test_images[:len(images)], device=images.device)
+        decisions = decisions.to(images.device)
+        plain_macs = network_cost(net.backbone).total_macs
+        for batch_size in batch_sizes:
+            # The decider decides on the images themselves: ``d`` is only used for the ideal.
+            rows.append(time_case(case, net.backbone, lambda x, d, mode, net=net: net(x, mode=mode),
+                                  decisions, spent_macs(net, decisions), plain_macs, images, batch_size,
+                                  min_run_time))
+    for match in finished_runs(profile, rf"resnet{profile.depth}_sd_pL([\d.]+)"):
+        net = train_stochastic_depth(profile, data, float(match[1]), progress=False)[0].eval()
+        survival = survival_probabilities(net.num_blocks, float(match[1]))
+        generator = torch.Generator().manual_seed(0)
+        decisions = torch.bernoulli(survival.expand(len(images), -1), generator=generator).to(images.device)
+        cost = network_cost(net.backbone)
+        for batch_size in batch_sizes:   # test-time dropping: each block kept with its p_l
+            rows.append(time_case(f"SD test-time drop p_L={match[1]}", net.backbone,
+                                  lambda x, d, mode, b=net.backbone: b(x, decisions=d, mode=mode),
+                                  decisions, cost.spent_macs(decisions), cost.total_macs, images, batch_size,
+                                  min_run_time))
+    return rows
+
+
+def plot(table: pd.DataFrame, path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * table.case.nunique() * len(table.batch.unique())), 3.8))
+    labels = [f"{c}\nbatch {b}" for c, b in zip(table.case, table.batch)]
+    x = range(len(table))
+    ax.bar([i - 0.2 for i in x], table["ideal speed-up"], width=0.4, label="ideal (MACs)", color="lightgray")
+    ax.bar([i + 0.2 for i in x], table["skipped speed-up"], width=0.4, label="skipped, measured", color="tab:purple")
+    ax.axhline(1, color="k", lw=1)
+    ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
+    ax.set(ylabel="speed-up over the plain network", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summary_line(table: pd.DataFrame, keep: float = 0.5) -> str:
+    rows = table[table.case == f"random keep {keep:g}"].set_index("batch")["realized / ideal"]
+    values = " ".join(f"batch{batch}={ratio:.2f}" for batch, ratio in rows.items())
+    return f"realized/ideal speed-up at keep {keep:g}: {values}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None)
+    parser.add_argument("--keep", type=float, nargs="+", default=list(KEEP_RATES))
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing")
+    parser.add_argument("--out", type=Path, default=None, help="default: build/bench")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a ResNet-8 on random images, batch sizes 1 and 4, no trained deciders")
+    args = parser.parse_args(argv)
+    profile = get_profile(args.profile)
+    device = profile.device
+    out = args.out or build_dir() / "bench"
+    if args.tiny:
+        torch.manual_seed(0)
+        backbone = cifar_resnet(8, width=8).to(device).eval()
+        images = torch.randn(8, 3, 32, 32, device=device)
+        batch_sizes = args.batch_sizes or [1, 4]
+        min_run_time = min(args.min_run_time, 0.02)
+        rows = random_cases(backbone, images, args.keep, batch_sizes, min_run_time)
+    else:
+        from dyninf.trained import train_baseline
+
+        data = profile.load_data()
+        backbone = train_baseline(profile, data, progress=False)[0].to(device).eval()
+        batch_sizes = args.batch_sizes or list(profile.latency_batch_sizes)
+        images = normalize(data.test_images[:max(max(batch_sizes), BATCH_ONE_IMAGES)].to(device))
+        rows = random_cases(backbone, images, args.keep, batch_sizes, args.min_run_time)
+        rows += trained_cases(profile, data, images, batch_sizes, args.min_run_time)
+    table = pd.DataFrame(rows)
+    machine = device_name(device)
+    print(f"skipping benchmark: profile {profile.name}, ResNet-{backbone.depth}, {machine}, torch {torch.__version__}")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.round(3).to_string(index=False))
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"profile": profile.name, "device": machine, "torch": torch.__version__,
+               "backbone_depth": backbone.depth, "rows": table.to_dict(orient="records")}
+    atomic_write_text(out / f"skipping-{profile.name}.json", json.dumps(payload, indent=1))
+    plot(table, out / f"skipping-{profile.name}.png", f"skipping on {machine}")
+    print(summary_line(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

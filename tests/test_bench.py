@@ -1,0 +1,58 @@
+"""The skipping benchmark in its tiny configuration: its table is right (ideal speed-ups from
+MACs, masked and skipped agree), not how fast anything is."""
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from dyninf.backbones import cifar_resnet
+from dyninf.cost import network_cost
+from dyninf.deciders import random_decisions
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "skipping.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("skipping_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_benchmark_table_ideal_speedups_agreement_and_summary_line(bench, tmp_path, capsys):
+    assert bench.main(["--tiny", "--out", str(tmp_path), "--keep", "0.25", "0.5", "1.0"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"realized/ideal speed-up at keep 0\.5: batch1=\d+\.\d\d batch4=\d+\.\d\d", printed[-1])
+    payload = json.loads((tmp_path / "skipping-quick.json").read_text())
+    assert (tmp_path / "skipping-quick.png").stat().st_size > 0
+    rows = {(r["case"], r["batch"]): r for r in payload["rows"]}
+    assert set(rows) == {(f"random keep {k}", b) for k in ("0.25", "0.5", "1") for b in (1, 4)}
+    cost = network_cost(cifar_resnet(8, width=8))
+    for keep in (0.25, 0.5, 1.0):
+        decisions = random_decisions(8, 3, keep, seed=0)   # the tiny run's 8 images and their decisions
+        spent = cost.spent_macs(decisions)
+        assert rows[(f"random keep {keep:g}", 1)]["ideal speed-up"] == pytest.approx(cost.total_macs / spent.mean().item())
+        assert rows[(f"random keep {keep:g}", 4)]["ideal speed-up"] == pytest.approx(cost.total_macs / spent[:4].mean().item())
+    assert rows[("random keep 1", 4)]["ideal speed-up"] == 1.0
+    for row in payload["rows"]:
+        assert row["max |masked - skipped|"] < 1e-4
+        assert row["skipped speed-up"] == pytest.approx(row["plain ms"] / row["skipped ms"])
+        assert row["realized / ideal"] == pytest.approx(row["skipped speed-up"] / row["ideal speed-up"])
+
+
+def test_summary_line_reads_the_keep_rate_rows(bench):
+    import pandas as pd
+
+    table = pd.DataFrame({"case": ["random keep 0.5", "random keep 0.5", "random keep 1"],
+                          "batch": [1, 256, 1], "realized / ideal": [0.874, 0.911, 0.5]})
+    assert bench.summary_line(table) == "realized/ideal speed-up at keep 0.5: batch1=0.87 batch256=0.91"
+
+
+def test_batch_one_cycles_through_several_images(bench):
+    images = torch.zeros(40, 3, 32, 32)
+    assert len(bench.batches(images, 1)) == bench.BATCH_ONE_IMAGES
+    assert bench.batches(images, 32) == [slice(0, 32)]
