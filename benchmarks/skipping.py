@@ -32,7 +32,7 @@ from torch.utils import benchmark  # noqa: E402
 from dyninf.backbones import cifar_resnet  # noqa: E402
 from dyninf.batches import normalize  # noqa: E402
 from dyninf.cost import network_cost  # noqa: E402
-from dyninf.deciders import random_decisions, survival_probabilities  # noqa: E402
+from dyninf.deciders import random_decisions  # noqa: E402
 from dyninf.dynamic import predict_with_decisions, spent_macs  # noqa: E402
 from dyninf.io import atomic_write_text  # noqa: E402
 from dyninf.paths import build_dir  # noqa: E402
@@ -41,6 +41,7 @@ from dyninf.report import device_name  # noqa: E402
 
 KEEP_RATES = (0.25, 0.5, 0.75, 1.0)
 BATCH_ONE_IMAGES = 16    # batch 1 cycles through this many images (and their decisions)
+ROUNDS = 3               # interleaved timing rounds per case
 
 
 def seconds_per_call(call, inputs: list, min_run_time: float) -> float:
@@ -66,9 +67,15 @@ def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tenso
     with torch.no_grad():
         masked_out = torch.cat([run(x, d, "masked") for x, d in inputs])
         skipped_out = torch.cat([run(x, d, "skipped") for x, d in inputs])
-    plain_seconds = seconds_per_call(lambda x, d: plain(x), inputs, min_run_time)
-    masked = seconds_per_call(lambda x, d: run(x, d, "masked"), inputs, min_run_time)
-    skipped = seconds_per_call(lambda x, d: run(x, d, "skipped"), inputs, min_run_time)
+    calls = {"plain": lambda x, d: plain(x), "masked": lambda x, d: run(x, d, "masked"),
+             "skipped": lambda x, d: run(x, d, "skipped")}
+    # Interleaved rounds, fastest round kept: a slow spell of the machine (another process, clock
+    # changes) then hits all three modes alike instead of one of them.
+    timings = dict.fromkeys(calls, float("inf"))
+    for _ in range(ROUNDS):
+        for name, call in calls.items():
+            timings[name] = min(timings[name], seconds_per_call(call, inputs, min_run_time / ROUNDS))
+    plain_seconds, masked, skipped = timings["plain"], timings["masked"], timings["skipped"]
     ideal = plain_macs / torch.cat([spent[p] for p in parts]).mean().item()
     return {"case": case, "batch": batch_size, "plain ms": 1e3 * plain_seconds,
             "masked ms": 1e3 * masked, "skipped ms": 1e3 * skipped,
@@ -93,39 +100,27 @@ def random_cases(backbone, images, keep_rates, batch_sizes, min_run_time, seed=0
 
 def trained_cases(profile, data, images, batch_sizes, min_run_time) -> list[dict]:
     """The deciders of the profile that are already trained (nothing is trained here)."""
-    from dyninf.trained import (GATERNET_SCHEDULES, finished_runs, train_aig, train_blockdrop, train_gaternet,
-                                train_stochastic_depth)
+    from dyninf.frontier import trained_networks
 
-    found = []
-    for match in finished_runs(profile, rf"resnet{profile.depth}_aig_t([\d.]+)"):
-        found.append((f"AIG t={match[1]}", train_aig(profile, data, float(match[1]), progress=False)[0]))
-    for match in finished_runs(profile, rf"resnet{profile.depth}_blockdrop_g([\d.]+)"):
-        found.append((f"BlockDrop γ={match[1]}", train_blockdrop(profile, data, float(match[1]), progress=False)[0]))
-    if GATERNET_SCHEDULES[profile.name]["finetune"]:   # on the profile's backbone
-        for match in finished_runs(profile, rf"resnet{profile.depth}_gaternet_l([\d.]+)"):
-            if float(match[1]) > 0:
-                found.append((f"GaterNet λ={match[1]}", train_gaternet(profile, data, float(match[1]), progress=False)[0]))
     rows = []
-    for case, net in found:
-        net = net.cpu().eval() if images.device.type == "cpu" else net.eval()
-        _, decisions = predict_with_decisions(net, data.test_images[:len(images)], device=images.device)
-        decisions = decisions.to(images.device)
-        plain_macs = network_cost(net.backbone).total_macs
+    for method, name, net in trained_networks(profile, data, ("SD", "AIG", "GaterNet", "BlockDrop")):
+        net = net.to(images.device)
+        backbone = net.backbone
+        if method == "SD":   # every block runs at test time: time test-time dropping at its p_l
+            survival = net.decider.survival.cpu()
+            generator = torch.Generator().manual_seed(0)
+            decisions = torch.bernoulli(survival.expand(len(images), -1), generator=generator).to(images.device)
+            cost = network_cost(backbone)
+            spent, plain_macs = cost.spent_macs(decisions), cost.total_macs
+            run = lambda x, d, mode, b=backbone: b(x, decisions=d, mode=mode)  # noqa: E731
+            name = f"{name}, test-time drop"
+        else:   # the decider decides on the images themselves; its decisions give the ideal
+            _, decisions = predict_with_decisions(net, data.test_images[:len(images)], device=images.device)
+            decisions = decisions.to(images.device)
+            spent, plain_macs = spent_macs(net, decisions), network_cost(backbone).total_macs
+            run = lambda x, d, mode, net=net: net(x, mode=mode)  # noqa: E731
         for batch_size in batch_sizes:
-            # The decider decides on the images themselves: ``d`` is only used for the ideal.
-            rows.append(time_case(case, net.backbone, lambda x, d, mode, net=net: net(x, mode=mode),
-                                  decisions, spent_macs(net, decisions), plain_macs, images, batch_size,
-                                  min_run_time))
-    for match in finished_runs(profile, rf"resnet{profile.depth}_sd_pL([\d.]+)"):
-        net = train_stochastic_depth(profile, data, float(match[1]), progress=False)[0].eval()
-        survival = survival_probabilities(net.num_blocks, float(match[1]))
-        generator = torch.Generator().manual_seed(0)
-        decisions = torch.bernoulli(survival.expand(len(images), -1), generator=generator).to(images.device)
-        cost = network_cost(net.backbone)
-        for batch_size in batch_sizes:   # test-time dropping: each block kept with its p_l
-            rows.append(time_case(f"SD test-time drop p_L={match[1]}", net.backbone,
-                                  lambda x, d, mode, b=net.backbone: b(x, decisions=d, mode=mode),
-                                  decisions, cost.spent_macs(decisions), cost.total_macs, images, batch_size,
+            rows.append(time_case(name, backbone, run, decisions, spent, plain_macs, images, batch_size,
                                   min_run_time))
     return rows
 
