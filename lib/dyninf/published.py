@@ -35,7 +35,7 @@ AIG = {
     "gate_params_percent": 4.8,
 }
 
-# Chen, Li, Kim & Zhang, You Look Twice: GaterNet for Dynamic Filter Selection in CNNs, CVPR 2019
+# Chen, Li, Bengio & Si, You Look Twice: GaterNet for Dynamic Filter Selection in CNNs, CVPR 2019
 # (figures as quoted in the course's issue #5): on ResNet-164, 7,200 gates, 1,567 of them
 # input-dependent (443 of those almost always or almost never open), 5,380-5,506 open per image;
 # GaterNet beats every plain ResNet it gates; on CIFAR-100, 1.83 points lower error than
