@@ -104,7 +104,7 @@ def trained_cases(profile, data, images, batch_sizes, min_run_time) -> list[dict
 
     rows = []
     for method, name, net in trained_networks(profile, data, ("SD", "AIG", "GaterNet", "BlockDrop")):
-        net = net.to(images.device)
+        net = net.to(images.device, memory_format=torch.channels_last)
         backbone = net.backbone
         if method == "SD":   # every block runs at test time: time test-time dropping at its p_l
             survival = net.decider.survival.cpu()
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or build_dir() / "bench"
     if args.tiny:
         torch.manual_seed(0)
-        backbone = cifar_resnet(8, width=8).to(device).eval()
-        images = torch.randn(8, 3, 32, 32, device=device)
+        backbone = cifar_resnet(8, width=8).to(device, memory_format=torch.channels_last).eval()
+        images = torch.randn(8, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
         batch_sizes = args.batch_sizes or [1, 4]
         min_run_time = min(args.min_run_time, 0.02)
         rows = random_cases(backbone, images, args.keep, batch_sizes, min_run_time)
@@ -170,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         from dyninf.trained import train_baseline
 
         data = profile.load_data()
-        backbone = train_baseline(profile, data, progress=False)[0].to(device).eval()
+        backbone = train_baseline(profile, data, progress=False)[0].to(device, memory_format=torch.channels_last).eval()
         batch_sizes = args.batch_sizes or list(profile.latency_batch_sizes)
+        # channels-last, as the course trains and times its networks (faster on CPUs and GPUs)
         images = normalize(data.test_images[:max(max(batch_sizes), BATCH_ONE_IMAGES)].to(device))
+        images = images.contiguous(memory_format=torch.channels_last)
         rows = random_cases(backbone, images, args.keep, batch_sizes, args.min_run_time)
         rows += trained_cases(profile, data, images, batch_sizes, args.min_run_time)
     table = pd.DataFrame(rows)

@@ -181,3 +181,20 @@ def test_random_decisions_rate_and_errors():
     assert torch.equal(decisions, random_decisions(4000, 9, keep=0.3, seed=0))
     with pytest.raises(ValueError, match=r"keep must be in \(0, 1\]"):
         random_decisions(2, 9, keep=0)
+
+
+def test_skipped_mode_leaves_the_callers_input_alone_unless_allowed_to_overwrite_it():
+    torch.manual_seed(0)
+    block = BasicBlock(8, 8).eval()
+    x = torch.rand(6, 8, 8, 8)
+    run = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    original = x.clone()
+    with torch.no_grad():
+        expected = block(x, run, "masked")
+        assert torch.allclose(block(x, run, "skipped"), expected, atol=1e-6)
+        assert torch.equal(x, original)                      # a block called directly copies
+        out = block(x, run, "skipped", overwrite_input=True)
+    assert torch.allclose(out, expected, atol=1e-6) and out.data_ptr() == x.data_ptr()   # no copy
+    x = original.clone().requires_grad_()
+    out = block(x, run, "skipped", overwrite_input=True)      # autograd needs x: never overwritten
+    assert torch.equal(x.detach(), original) and torch.allclose(out.detach(), expected, atol=1e-6)

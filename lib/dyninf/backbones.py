@@ -70,30 +70,63 @@ class ResidualBlock(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, run: torch.Tensor | None = None, mode: str = "masked",
-                filters: torch.Tensor | None = None) -> torch.Tensor:
-        """``run``: (batch,) block decisions; ``filters``: (batch, gated_filters) filter gates."""
+                filters: torch.Tensor | None = None, *, overwrite_input: bool = False) -> torch.Tensor:
+        """``run``: (batch,) block decisions; ``filters``: (batch, gated_filters) filter gates.
+        ``overwrite_input``: skipped mode may write its output into ``x`` when no gradient is
+        recorded (the network passes it for its own intermediate tensors, saving a copy)."""
         if run is None:
             return F.relu(self.shortcut(x) + self.residual(x, filters, mode))
         if mode == "masked":
             residual = self.residual(x, filters, mode)
             return F.relu(self.shortcut(x) + run.to(x.dtype).view(-1, 1, 1, 1) * residual)
-        return self._forward_skipped(x, run, filters)
+        return self._forward_skipped(x, run, filters, overwrite_input)
 
     def _forward_skipped(self, x: torch.Tensor, run: torch.Tensor,
-                         filters: torch.Tensor | None) -> torch.Tensor:
+                         filters: torch.Tensor | None, overwrite_input: bool = False) -> torch.Tensor:
         shortcut = self.shortcut(x)
         running = run.nonzero().squeeze(1)
         if len(running) == 0:
             return shortcut
         if len(running) == len(x):
-            residual = self.residual(x, filters, "skipped")
-            return F.relu(shortcut + run.to(x.dtype).view(-1, 1, 1, 1) * residual)
-        weight = run.index_select(0, running).to(x.dtype).view(-1, 1, 1, 1)
+            return F.relu(shortcut + _scaled(self.residual(x, filters, "skipped"), run))
         if filters is not None:
             filters = filters.index_select(0, running)
-        residual = self.residual(x.index_select(0, running), filters, "skipped")
-        executed = F.relu(shortcut.index_select(0, running) + weight * residual)
-        return shortcut.index_copy(0, running, executed)
+        residual = self.residual(_gather(x, running), filters, "skipped")
+        executed = F.relu(_gather(shortcut, running) + _scaled(residual, run.index_select(0, running)))
+        # Scatter back in place where that is safe: without autograd, into a shortcut that is a
+        # new tensor (downsampling) or into an input the caller lets us overwrite.
+        if torch.is_grad_enabled() or (shortcut is x and not overwrite_input):
+            shortcut = shortcut.clone(memory_format=torch.preserve_format)
+        return _scatter_(shortcut, running, executed)
+
+
+def _scaled(residual: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
+    """``run * residual`` per image; skipped when every decision is 1 (0/1 decisions of running
+    images), since a broadcast multiply costs a pass over the whole tensor."""
+    if bool((run == 1).all()):
+        return residual
+    return run.to(residual.dtype).view(-1, 1, 1, 1) * residual
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _gather(x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(0, images)``, keeping a channels-last tensor channels-last: on its NHWC
+    view each image is one contiguous block, which is much faster to copy than the strided
+    gather ``index_select`` does on the NCHW view (and no reordering for the convolutions)."""
+    if _channels_last(x):
+        return x.permute(0, 2, 3, 1).index_select(0, images).permute(0, 3, 1, 2)
+    return x.index_select(0, images)
+
+
+def _scatter_(out: torch.Tensor, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``out.index_copy_(0, images, rows)``, on the NHWC views when ``out`` is channels-last."""
+    if _channels_last(out) and _channels_last(rows):
+        out.permute(0, 2, 3, 1).index_copy_(0, images, rows.permute(0, 2, 3, 1))
+        return out
+    return out.index_copy_(0, images, rows)
 
 
 class BasicBlock(ResidualBlock):
@@ -282,7 +315,7 @@ class CifarResNet(nn.Module):
                 if run is not None:
                     check_block_decisions(run, batch, index)
             filters = None if filter_gates is None else filter_gates[:, self.filter_gate_slices[index]]
-            hidden = block(hidden, run, mode, filters)
+            hidden = block(hidden, run, mode, filters, overwrite_input=True)   # our own intermediate
             taken.append(run)
         return hidden, taken
 
