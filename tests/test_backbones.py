@@ -198,3 +198,20 @@ def test_skipped_mode_leaves_the_callers_input_alone_unless_allowed_to_overwrite
     x = original.clone().requires_grad_()
     out = block(x, run, "skipped", overwrite_input=True)      # autograd needs x: never overwritten
     assert torch.equal(x.detach(), original) and torch.allclose(out.detach(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_masked_and_skipped_agree_on_a_channels_last_network(batch):
+    net = settled_resnet(20, seed=4).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    decisions = random_decisions(batch, net.num_blocks, keep=0.5, seed=batch)
+    with torch.no_grad():
+        masked = net(x, decisions=decisions)
+        skipped = net(x, decisions=decisions, mode="skipped")
+    assert torch.allclose(masked, skipped, atol=1e-5)
+    block = net.blocks[1]                                      # the gather keeps the layout
+    hidden = torch.rand(5, 16, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = block(hidden, torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0]), "skipped")
+        expected = block(hidden, torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0]), "masked")
+    assert out.is_contiguous(memory_format=torch.channels_last) and torch.allclose(out, expected, atol=1e-5)
