@@ -215,3 +215,19 @@ def test_masked_and_skipped_agree_on_a_channels_last_network(batch):
         out = block(hidden, torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0]), "skipped")
         expected = block(hidden, torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0]), "masked")
     assert out.is_contiguous(memory_format=torch.channels_last) and torch.allclose(out, expected, atol=1e-5)
+
+
+def test_skipped_mode_passes_the_gradient_to_decisions_of_one():
+    torch.manual_seed(1)
+    block = BasicBlock(8, 8).train()
+    x = torch.rand(4, 8, 8, 8)
+    grads = {}
+    for mode in ("masked", "skipped"):
+        run = torch.tensor([1.0, 0.0, 1.0, 1.0], requires_grad=True)
+        torch.manual_seed(2)
+        block(x, run, mode).sum().backward()
+        grads[mode] = run.grad
+    running = torch.tensor([0, 2, 3])
+    assert grads["skipped"][running].abs().min() > 0       # not lost to the "all ones" shortcut
+    # BatchNorm sees other images in the two modes, so compare signs and nonzeros, not values
+    assert torch.equal(grads["skipped"][running].sign(), grads["masked"][running].sign())

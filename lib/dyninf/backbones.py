@@ -101,9 +101,10 @@ class ResidualBlock(nn.Module):
 
 
 def _scaled(residual: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
-    """``run * residual`` per image; skipped when every decision is 1 (0/1 decisions of running
-    images), since a broadcast multiply costs a pass over the whole tensor."""
-    if bool((run == 1).all()):
+    """``run * residual`` per image; skipped when every decision is a constant 1 (0/1 decisions
+    of running images), since a broadcast multiply costs a pass over the whole tensor. Decisions
+    that need a gradient are always multiplied, so that the gradient reaches them."""
+    if not run.requires_grad and bool((run == 1).all()):
         return residual
     return run.to(residual.dtype).view(-1, 1, 1, 1) * residual
 
