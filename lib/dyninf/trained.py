@@ -48,11 +48,8 @@ def train_baseline(profile: Profile, data: ImageDataset | None = None, depth: in
 def trained_plain_resnets(profile: Profile) -> dict[int, pd.DataFrame]:
     """The histories of this profile's plain ResNets that are already trained, by depth (nothing is
     trained here): the static networks a dynamic one is compared with."""
-    found = {}
-    for folder in sorted((runs_dir() / profile.runs).glob("resnet*")):
-        depth = folder.name[len("resnet"):]
-        if depth.isdigit() and (folder / "history.json").exists():
-            found[int(depth)] = load_history(folder)
+    found = {int(m[1]): load_history(runs_dir() / profile.runs / m[0])
+             for m in finished_runs(profile, r"resnet(\d+)")}
     return dict(sorted(found.items()))
 
 
