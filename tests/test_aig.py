@@ -82,6 +82,26 @@ def test_gated_model_masked_and_skipped_agree():
     assert (masked - skipped).abs().max().item() <= 1e-5
 
 
+def test_eval_margin_without_autograd_equals_the_logit_difference_and_follows_training():
+    torch.manual_seed(0)
+    gate = Gate(16).train()
+    torch.nn.init.normal_(gate.fc2.weight, std=1.0)
+    optimizer = torch.optim.SGD(gate.parameters(), lr=0.01)
+    x = torch.randn(6, 16, 8, 8)
+    for _ in range(2):   # the folded tensors must follow a training step and new statistics
+        gate.train()
+        optimizer.zero_grad()
+        gate(torch.randn(32, 16, 8, 8)).sum().backward()
+        optimizer.step()
+        gate.eval()
+        logits = gate(x)
+        with torch.no_grad():
+            fast = gate.margin(x)
+        assert fast.shape == (6,)
+        assert torch.allclose(fast, logits[:, 1] - logits[:, 0], rtol=1e-5, atol=1e-4)
+        assert torch.equal(gate.margin(x).detach(), (logits[:, 1] - logits[:, 0]).detach())
+
+
 def test_gate_cost_is_small():
     net = _aig(110)
     macs, params = net.decider.macs_and_params()

@@ -153,6 +153,10 @@ def test_decision_values_other_than_one_scale_the_residual_in_both_modes():
         hidden = torch.relu(third.shortcut(hidden) + 2.0 * third.residual(hidden))
     assert (masked - skipped).abs().max().item() <= 1e-5
     assert torch.allclose(net.head(hidden), masked[1:2], atol=1e-5)
+    with torch.no_grad():   # batch 1 takes its own path in skipped mode
+        for image in range(len(x)):
+            alone = net(x[image:image + 1], decisions=weights[image:image + 1], mode="skipped")
+            assert (alone - masked[image:image + 1]).abs().max().item() <= 1e-5
 
 
 def test_a_decider_may_return_none_for_all_run():

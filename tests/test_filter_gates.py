@@ -5,6 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import settled_resnet
+from dyninf import backbones
 from dyninf.backbones import cifar_resnet
 
 
@@ -53,6 +54,18 @@ def test_masked_and_skipped_agree_at_batch_one_and_above(batch, keep):
             masked = net(x, decisions=decisions, filter_gates=gates, mode="masked")
             skipped = net(x, decisions=decisions, filter_gates=gates, mode="skipped")
             assert (masked - skipped).abs().max() <= 1e-4
+
+
+def test_eval_skipped_mode_with_autograd_slices_the_unfolded_layers_to_the_same_numbers():
+    net = settled_resnet(8)
+    x = torch.randn(3, 3, 32, 32, requires_grad=True)
+    gates = _random_gates(3, net.num_filter_gates, 0.5, seed=3)
+    with torch.no_grad():
+        folded = net(x, filter_gates=gates, mode="skipped")   # batch norm folded, cached
+    unfolded = net(x, filter_gates=gates, mode="skipped")     # a gradient needs the real layers
+    assert (folded - unfolded).abs().max() <= 1e-4
+    unfolded.sum().backward()
+    assert net.blocks[0].bn1.weight.grad is not None and x.grad.abs().sum() > 0
 
 
 def _flops(net, x, gates, mode):
@@ -123,11 +136,30 @@ def test_bottleneck_masked_and_skipped_agree_with_filter_and_block_decisions(bat
 
 
 @pytest.mark.parametrize("depth,bottleneck", [(20, False), (29, True)])
-def test_spent_macs_equal_the_flops_skipped_mode_computes_for_one_image(depth, bottleneck):
+def test_spent_macs_equal_the_flops_skipped_mode_computes_for_one_image(depth, bottleneck, monkeypatch):
     from dyninf.cost import network_cost
 
+    monkeypatch.setattr(backbones, "FILTER_BLOCK", 1)   # exactly the open filters, no padding
     net = cifar_resnet(depth, bottleneck=bottleneck).eval()
     cost = network_cost(net)
     assert [sum(m for m, _, _ in convs) for convs in cost.block_conv_macs] == list(cost.block_macs)
     gates = _random_gates(1, net.num_filter_gates, 0.6, seed=0)
     assert 0 < _flops(net, torch.randn(1, 3, 32, 32), gates, "skipped") == 2 * cost.spent_macs(filter_gates=gates).item()
+
+
+def test_open_filters_are_padded_with_closed_ones_to_a_multiple_of_the_filter_block():
+    from dyninf.cost import network_cost
+
+    assert backbones.FILTER_BLOCK == 8
+    net = settled_resnet(8)                       # gated filters per block: 16, 32, 64
+    gates = torch.zeros(1, net.num_filter_gates)
+    padded = torch.zeros(1, net.num_filter_gates)
+    for block, (opened, computed) in enumerate([(13, 16), (17, 24), (64, 64)]):
+        start = net.filter_gate_slices[block].start
+        gates[0, start + torch.randperm(net.blocks[block].gated_filters)[:opened]] = 1
+        padded[0, start:start + computed] = 1     # as many filters as are computed, by hand
+    x = torch.randn(1, 3, 32, 32)
+    expected = network_cost(net).spent_macs(filter_gates=padded).item()
+    assert _flops(net, x, gates, "skipped") == 2 * expected
+    with torch.no_grad():   # the padding is computed, then masked: the same outputs
+        assert (net(x, filter_gates=gates, mode="skipped") - net(x, filter_gates=gates)).abs().max() <= 1e-5

@@ -15,9 +15,10 @@ subsamples and zero-pads, so ``shortcut(x) >= 0`` and ``relu(shortcut(x)) == sho
 Filter gates (GaterNet) act inside the residual branch: per image, a gate on every inner filter
 (the outputs of a basic block's first convolution, of a bottleneck block's first two; the block's
 output width is unchanged). Masked mode multiplies those feature maps by the gates. Skipped mode,
-in eval, computes only the filters open for some image of the batch, by slicing each
-convolution's gated outputs and inputs (at batch 1: exactly the open filters), and masks the
-rest; in training it falls back to masking (the gates' gradient needs every filter).
+in eval, computes only the filters open for some image of the batch (at batch 1: that image's),
+rounded up to a multiple of ``FILTER_BLOCK`` for the convolution kernels' sake, by slicing each
+convolution's gated outputs and inputs, and masks the rest; in training it falls back to masking
+(the gates' gradient needs every filter).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dyninf.deciders.base import BlockDecider, as_decider
+from dyninf.folding import folded_conv_bn
 
 MODES = ("masked", "skipped")
 
@@ -84,6 +86,14 @@ class ResidualBlock(nn.Module):
     def _forward_skipped(self, x: torch.Tensor, run: torch.Tensor,
                          filters: torch.Tensor | None, overwrite_input: bool = False) -> torch.Tensor:
         shortcut = self.shortcut(x)
+        if len(x) == 1 and not run.requires_grad:
+            # One image: a Python branch on its decision, without the batch's index bookkeeping
+            # (at batch 1 a few small operations per block add up to a visible share of the time).
+            value = run.item()
+            if value == 0:
+                return shortcut
+            residual = self.residual(x, filters, "skipped")
+            return F.relu(shortcut + (residual if value == 1 else value * residual))
         running = run.nonzero().squeeze(1)
         if len(running) == 0:
             return shortcut
@@ -104,22 +114,30 @@ def _scaled(residual: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
     """``run * residual`` per image; skipped when every decision is a constant 1 (0/1 decisions
     of running images), since a broadcast multiply costs a pass over the whole tensor. Decisions
     that need a gradient are always multiplied, so that the gradient reaches them."""
-    if not run.requires_grad and bool((run == 1).all()):
+    if not run.requires_grad and _all_ones(run):
         return residual
     return run.to(residual.dtype).view(-1, 1, 1, 1) * residual
+
+
+def _all_ones(x: torch.Tensor) -> bool:
+    return torch.equal(x, torch.ones_like(x))   # one call; (x == 1).all() takes three
 
 
 def _channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-def _gather(x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """``x.index_select(0, images)``, keeping a channels-last tensor channels-last: on its NHWC
-    view each image is one contiguous block, which is much faster to copy than the strided
-    gather ``index_select`` does on the NCHW view (and no reordering for the convolutions)."""
+_NHWC_DIM = (0, 3, 1, 2)   # where each NCHW dimension sits in the NHWC view
+
+
+def _gather(x: torch.Tensor, indices: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``x.index_select(dim, indices)``, keeping a channels-last tensor channels-last: gathered on
+    its NHWC view, each image (or each filter of a weight) is one contiguous block, which is much
+    faster to copy than the strided gather ``index_select`` does on the NCHW view, and the
+    convolutions get the memory format they want without a reordering copy."""
     if _channels_last(x):
-        return x.permute(0, 2, 3, 1).index_select(0, images).permute(0, 3, 1, 2)
-    return x.index_select(0, images)
+        return x.permute(0, 2, 3, 1).index_select(_NHWC_DIM[dim], indices).permute(0, 3, 1, 2)
+    return x.index_select(dim, indices)
 
 
 def _scatter_(out: torch.Tensor, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -196,18 +214,31 @@ class BottleneckBlock(ResidualBlock):
         return _sliced_conv_bn(hidden, self.conv3, self.bn3, inputs=keep2)
 
 
+# Convolution kernels (oneDNN on CPUs, tensor cores on GPUs) compute output channels in blocks of
+# 8 or 16 and a remainder on a slower path: at batch 1 on this course's CPU, 13 of 16 filters took
+# 1.4x as long as all 16. Skipped mode pads the open filters it computes with closed ones (masked
+# to zero) up to a multiple of FILTER_BLOCK; 1 computes exactly the open filters.
+FILTER_BLOCK = 8
+
+
 def _open_filters(filters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The filters some image of the batch keeps open, and the gates on them. With none open,
-    filter 0 stands in (its gates are all 0, so it is masked): convolutions keep a valid shape."""
-    keep = filters.ne(0).any(0).nonzero().squeeze(1)
+    """The filters to compute: those some image of the batch keeps open, padded with closed ones
+    to a multiple of ``FILTER_BLOCK``; and the gates on them. With none open, filter 0 stands in
+    (its gates are all 0, so it is masked): convolutions keep a valid shape."""
+    open_for_some = filters[0].ne(0) if len(filters) == 1 else filters.ne(0).any(0)
+    keep = open_for_some.nonzero().squeeze(1)
+    padding = min(-len(keep) % FILTER_BLOCK, len(open_for_some) - len(keep))
     if len(keep) == 0:
         keep = keep.new_zeros(1)
+    elif padding:
+        closed = open_for_some.logical_not().nonzero().squeeze(1)[:padding]
+        keep = torch.cat([keep, closed]).sort().values   # in order: all of them is the whole layer
     return keep, filters.index_select(1, keep)
 
 
 def _masked(hidden: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     """Multiply by the gates unless every one is 1 (batch 1 with 0/1 gates: nothing to mask)."""
-    if bool((kept == 1).all()):
+    if _all_ones(kept):
         return hidden
     return hidden * kept.to(hidden.dtype)[:, :, None, None]
 
@@ -216,7 +247,21 @@ def _sliced_conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d,
                     inputs: torch.Tensor | None = None,
                     outputs: torch.Tensor | None = None) -> torch.Tensor:
     """Eval-mode ``bn(conv(x))`` with the convolution cut to input channels ``inputs`` and output
-    filters ``outputs`` (None: all), so that only those are computed."""
+    filters ``outputs`` (None: all), so that only those are computed. Without autograd the
+    batch norm is folded into the convolution (cached), which saves slicing its four statistics
+    and running it: five small operations per convolution, each with a fixed cost that at batch 1
+    adds up to a good part of a convolution's time."""
+    if outputs is not None and len(outputs) == conv.out_channels:
+        outputs = None   # every filter open: the whole convolution, nothing to slice
+    if inputs is not None and len(inputs) == conv.in_channels:
+        inputs = None
+    if not torch.is_grad_enabled():
+        weight, bias = folded_conv_bn(conv, bn)
+        if outputs is not None:
+            weight, bias = _gather(weight, outputs), bias.index_select(0, outputs)
+        if inputs is not None:
+            weight = _gather(weight, inputs, dim=1)
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding)
     weight = conv.weight
     statistics = (bn.running_mean, bn.running_var, bn.weight, bn.bias)
     if outputs is not None:
