@@ -6,7 +6,10 @@ decider found in ``runs/<profile>/`` (AIG, BlockDrop, GaterNet; stochastic depth
 at test time, so it is timed with test-time dropping at its survival probabilities). For each
 case and batch size, ``torch.utils.benchmark`` times the plain network, masked mode and skipped
 mode in one run; batch 1 cycles through several images, so that the time is an average over
-different decisions, as the ideal speed-up is.
+different decisions, as the ideal speed-up is. A global decider (BlockDrop's policy, GaterNet's
+gater) is also timed alone: its share of the time beside its share of the MACs says how much of
+the gap to the ideal is the decider's (at batch 1 a small network costs far more time than its
+MACs suggest: every operation has a fixed cost).
 
     python benchmarks/skipping.py --profile quick          # the full benchmark (minutes)
     python benchmarks/skipping.py --tiny --out /tmp/bench  # seconds: what the tests run
@@ -27,62 +30,39 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from torch.utils import benchmark  # noqa: E402
 
 from dyninf.backbones import cifar_resnet  # noqa: E402
-from dyninf.batches import normalize  # noqa: E402
 from dyninf.cost import network_cost  # noqa: E402
 from dyninf.deciders import random_decisions  # noqa: E402
 from dyninf.dynamic import predict_with_decisions, spent_macs  # noqa: E402
 from dyninf.io import atomic_write_text  # noqa: E402
+from dyninf.latency import BATCH_ONE_IMAGES, compare_modes, model_inputs, time_calls, timing_slices  # noqa: E402
 from dyninf.paths import build_dir  # noqa: E402
 from dyninf.profiles import get_profile  # noqa: E402
 from dyninf.report import device_name  # noqa: E402
 
 KEEP_RATES = (0.25, 0.5, 0.75, 1.0)
-BATCH_ONE_IMAGES = 16    # batch 1 cycles through this many images (and their decisions)
-ROUNDS = 3               # interleaved timing rounds per case
-
-
-def seconds_per_call(call, inputs: list, min_run_time: float) -> float:
-    """Median seconds per call of ``call`` over ``inputs`` (one timed statement runs them all)."""
-    timer = benchmark.Timer(stmt="with torch.no_grad():\n    for item in inputs: call(*item)",
-                            globals={"torch": torch, "call": call, "inputs": inputs},
-                            num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median / len(inputs)
-
-
-def batches(images: torch.Tensor, batch_size: int) -> list[slice]:
-    """Batch 1: the first BATCH_ONE_IMAGES images one by one; otherwise one batch."""
-    if batch_size == 1:
-        return [slice(i, i + 1) for i in range(min(BATCH_ONE_IMAGES, len(images)))]
-    return [slice(0, batch_size)]
 
 
 def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tensor, plain_macs: int,
-              images: torch.Tensor, batch_size: int, min_run_time: float) -> dict:
-    """One row: ``run(images, decisions, mode)`` in both modes against ``plain(images)``."""
-    parts = batches(images, batch_size)
+              images: torch.Tensor, batch_size: int, min_run_time: float,
+              decider=None, decider_macs: int = 0) -> dict:
+    """One row: ``run(images, decisions, mode=...)`` in both modes against ``plain(images)``, and
+    a global ``decider`` (policy, gater) timed alone, beside its share of the MACs."""
+    parts = timing_slices(len(images), batch_size)
     inputs = [(images[p], decisions[p]) for p in parts]
-    with torch.no_grad():
-        masked_out = torch.cat([run(x, d, "masked") for x, d in inputs])
-        skipped_out = torch.cat([run(x, d, "skipped") for x, d in inputs])
-    calls = {"plain": lambda x, d: plain(x), "masked": lambda x, d: run(x, d, "masked"),
-             "skipped": lambda x, d: run(x, d, "skipped")}
-    # Interleaved rounds, fastest round kept: a slow spell of the machine (another process, clock
-    # changes) then hits all three modes alike instead of one of them.
-    timings = dict.fromkeys(calls, float("inf"))
-    for _ in range(ROUNDS):
-        for name, call in calls.items():
-            timings[name] = min(timings[name], seconds_per_call(call, inputs, min_run_time / ROUNDS))
-    plain_seconds, masked, skipped = timings["plain"], timings["masked"], timings["skipped"]
-    ideal = plain_macs / torch.cat([spent[p] for p in parts]).mean().item()
-    return {"case": case, "batch": batch_size, "plain ms": 1e3 * plain_seconds,
-            "masked ms": 1e3 * masked, "skipped ms": 1e3 * skipped,
-            "ideal speed-up": ideal, "masked speed-up": plain_seconds / masked,
-            "skipped speed-up": plain_seconds / skipped,
-            "realized / ideal": plain_seconds / skipped / ideal,
-            "max |masked - skipped|": (masked_out - skipped_out).abs().max().item()}
+    calls = {} if decider is None else {"decider": lambda x, d: decider(x)}
+    timed = {**compare_modes(plain, run, inputs, min_run_time), **time_calls(calls, inputs, min_run_time)}
+    spent_mean = torch.cat([spent[p] for p in parts]).mean().item()
+    ideal = plain_macs / spent_mean
+    speedup = timed["plain"] / timed["skipped"]
+    return {"case": case, "batch": batch_size, "plain ms": 1e3 * timed["plain"],
+            "masked ms": 1e3 * timed["masked"], "skipped ms": 1e3 * timed["skipped"],
+            "ideal speed-up": ideal, "masked speed-up": timed["plain"] / timed["masked"],
+            "skipped speed-up": speedup, "realized / ideal": speedup / ideal,
+            "decider % of MACs": 100 * decider_macs / spent_mean if decider is not None else float("nan"),
+            "decider % of time": 100 * timed["decider"] / timed["skipped"] if decider is not None else float("nan"),
+            "max |masked - skipped|": timed["max |masked - skipped|"]}
 
 
 def random_cases(backbone, images, keep_rates, batch_sizes, min_run_time, seed=0) -> list[dict]:
@@ -113,15 +93,19 @@ def trained_cases(profile, data, images, batch_sizes, min_run_time) -> list[dict
             cost = network_cost(backbone)
             spent, plain_macs = cost.spent_macs(decisions), cost.total_macs
             run = lambda x, d, mode, b=backbone: b(x, decisions=d, mode=mode)  # noqa: E731
-            name = f"{name}, test-time drop"
+            name, decider = f"{name}, test-time drop", None
         else:   # the decider decides on the images themselves; its decisions give the ideal
             _, decisions = predict_with_decisions(net, data.test_images[:len(images)], device=images.device)
             decisions = decisions.to(images.device)
             spent, plain_macs = spent_macs(net, decisions), network_cost(backbone).total_macs
             run = lambda x, d, mode, net=net: net(x, mode=mode)  # noqa: E731
+            # a global decider runs once, before the backbone: time it alone as well
+            global_decider = any(getattr(net.decider, flag, False) for flag in ("decides_blocks", "decides_filters"))
+            decider = net.decider if global_decider else None
         for batch_size in batch_sizes:
             rows.append(time_case(name, backbone, run, decisions, spent, plain_macs, images, batch_size,
-                                  min_run_time))
+                                  min_run_time, decider,
+                                  net.decider.macs_and_params()[0] if decider is not None else 0))
     return rows
 
 
@@ -173,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         backbone = train_baseline(profile, data, progress=False)[0].to(device, memory_format=torch.channels_last).eval()
         batch_sizes = args.batch_sizes or list(profile.latency_batch_sizes)
         # channels-last, as the course trains and times its networks (faster on CPUs and GPUs)
-        images = normalize(data.test_images[:max(max(batch_sizes), BATCH_ONE_IMAGES)].to(device))
-        images = images.contiguous(memory_format=torch.channels_last)
+        images = model_inputs(data.test_images[:max(max(batch_sizes), BATCH_ONE_IMAGES)], device)
         rows = random_cases(backbone, images, args.keep, batch_sizes, args.min_run_time)
         rows += trained_cases(profile, data, images, batch_sizes, args.min_run_time)
     table = pd.DataFrame(rows)

@@ -52,7 +52,19 @@ def test_summary_line_reads_the_keep_rate_rows(bench):
     assert bench.summary_line(table) == "realized/ideal speed-up at keep 0.5: batch1=0.87 batch256=0.91"
 
 
-def test_batch_one_cycles_through_several_images(bench):
-    images = torch.zeros(40, 3, 32, 32)
-    assert len(bench.batches(images, 1)) == bench.BATCH_ONE_IMAGES
-    assert bench.batches(images, 32) == [slice(0, 32)]
+def test_a_global_decider_is_timed_alone_beside_its_share_of_the_macs(bench):
+    from dyninf.deciders import BlockDropPolicy
+    from dyninf.dynamic import DynamicNetwork, spent_macs
+
+    torch.manual_seed(0)
+    backbone = cifar_resnet(8, width=8)
+    net = DynamicNetwork(backbone, BlockDropPolicy(3, depth=8, width=4)).eval()
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        _, decisions = net(images, return_decisions=True)
+    spent = spent_macs(net, decisions)
+    policy_macs = net.decider.macs_and_params()[0]
+    row = bench.time_case("policy", backbone, lambda x, d, mode: net(x, mode=mode), decisions, spent,
+                          network_cost(backbone).total_macs, images, 4, 0.01, net.decider, policy_macs)
+    assert row["decider % of MACs"] == pytest.approx(100 * policy_macs / spent.mean().item())
+    assert 0 < row["decider % of time"] and row["max |masked - skipped|"] < 1e-4

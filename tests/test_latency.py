@@ -2,15 +2,14 @@ import pytest
 import torch
 
 from dyninf.backbones import cifar_resnet
-from dyninf.latency import measure_latency, measure_training_step
+from dyninf.latency import (BATCH_ONE_IMAGES, compare_modes, measure_training_step, time_calls,
+                            timing_slices)
 
 
-def test_latency_and_training_step_timings_are_positive_and_train_the_model():
-    # Not a performance claim (those live in the notebooks and benchmarks): the helpers run the
-    # work they time, leave eval/train modes as documented and return seconds.
+def test_training_step_timing_is_positive_and_trains_the_model():
+    # Not a performance claim (those live in the notebooks and benchmarks): the helper runs the
+    # work it times, leaves the model in train mode and returns seconds.
     net = cifar_resnet(8)
-    assert 0 < measure_latency(net, 2, min_run_time=0.05) < 10
-    assert not net.training
     before = net.stem[0].weight.clone()
     seconds = measure_training_step(net, torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]),
                                     min_run_time=0.05)
@@ -18,17 +17,36 @@ def test_latency_and_training_step_timings_are_positive_and_train_the_model():
     assert not torch.equal(before, net.stem[0].weight)
 
 
-def test_latency_times_the_given_images_and_checks_their_count():
-    class Recorder(torch.nn.Module):
-        def forward(self, images, mode=None):
-            self.seen = images
-            return images.sum()
+def test_batch_one_cycles_through_several_images_and_a_batch_is_one_call():
+    assert timing_slices(40, 1) == [slice(i, i + 1) for i in range(BATCH_ONE_IMAGES)]
+    assert timing_slices(3, 1) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert timing_slices(40, 32) == [slice(0, 32)]
+    with pytest.raises(ValueError, match="batch_size <= 40"):
+        timing_slices(40, 64)
 
-    recorder, images = Recorder(), torch.randn(3, 3, 32, 32)
-    measure_latency(recorder, 3, images=images, min_run_time=0.01)
-    assert torch.equal(recorder.seen, images)
-    with pytest.raises(ValueError, match="a batch of 2 images"):
-        measure_latency(recorder, 2, images=images)
+
+def test_time_calls_runs_every_call_on_every_input_without_autograd():
+    seen = {"a": [], "b": []}
+
+    def record(name):
+        return lambda x: seen[name].append((x.item(), torch.is_grad_enabled()))
+
+    inputs = [(torch.tensor(1.0),), (torch.tensor(2.0),)]
+    seconds = time_calls({"a": record("a"), "b": record("b")}, inputs, min_run_time=0.01, rounds=2)
+    assert set(seconds) == {"a", "b"} and all(0 < s < 1 for s in seconds.values())
+    for calls in seen.values():
+        assert {value for value, _ in calls} == {1.0, 2.0} and not any(grad for _, grad in calls)
+    with pytest.raises(ValueError, match="at least one input"):
+        time_calls({"a": record("a")}, [])
+
+
+def test_compare_modes_reports_how_far_masked_and_skipped_outputs_differ():
+    def run(x, shift, mode):
+        return x + (shift if mode == "skipped" else 0)
+
+    timed = compare_modes(lambda x: x, run, [(torch.zeros(2), 0.25), (torch.zeros(2), 0.5)], min_run_time=0.01)
+    assert timed["max |masked - skipped|"] == 0.5
+    assert set(timed) == {"plain", "masked", "skipped", "max |masked - skipped|"}
 
 
 def test_speedup_table_rows_and_ratios():
@@ -38,11 +56,11 @@ def test_speedup_table_rows_and_ratios():
 
     plain = cifar_resnet(8)
     net = DynamicNetwork(cifar_resnet(8), StochasticDepth(3, 0.5)).eval()
-    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    asked = []
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    asked = []   # batch 1 cycles through all 6 images; batch 4 takes the first 4
     table = speedup_table(plain, net, images, [1, 4], lambda batch: asked.append(len(batch)) or 2.0,
                           "SD", min_run_time=0.01)
-    assert asked == [1, 4] and list(table["mode"]) == ["SD masked", "SD skipped"] * 2
+    assert asked == [6, 4] and list(table["mode"]) == ["SD masked", "SD skipped"] * 2
     assert (table["ideal speed-up"] == 2.0).all()
     assert ((table["speed-up"] - table["plain ms"] / table["ms per batch"]).abs() < 1e-9).all()
     assert ((table["realized / ideal"] - table["speed-up"] / 2.0).abs() < 1e-9).all()

@@ -1,7 +1,14 @@
-"""Wall-clock latency of a forward pass, measured with ``torch.utils.benchmark``."""
+"""Wall-clock time of forward passes, measured with ``torch.utils.benchmark``.
+
+Everything the course times goes through ``time_calls``: the calls being compared are timed in
+interleaved rounds and each keeps its fastest round, so that a slow spell of the machine (another
+process, a clock change) hits all of them alike instead of one. Batch 1 cycles through
+``BATCH_ONE_IMAGES`` images (``timing_slices``): a dynamic network's time depends on what it
+decides for the image, and one image would stand for its decisions only.
+"""
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -10,31 +17,80 @@ from torch.utils import benchmark
 
 from dyninf.batches import normalize
 
+BATCH_ONE_IMAGES = 16   # batch 1 cycles through this many images (and their decisions)
+ROUNDS = 3              # interleaved timing rounds; the fastest round counts
 
-def measure_latency(net: nn.Module, batch_size: int, *, decisions: torch.Tensor | None = None,
-                    mode: str = "masked", device: torch.device | str = "cpu",
-                    image_size: int = 32, min_run_time: float = 0.5,
-                    images: torch.Tensor | None = None) -> float:
-    """Median seconds for one eval-mode forward pass of a random batch of ``batch_size`` images,
-    using all of PyTorch's threads (``benchmark.Timer`` defaults to one). ``images``: a real
-    batch (normalised float, ``batch_size`` of them) to time instead, for deciders that look at
-    the image: on random images they would decide differently."""
-    device = torch.device(device)
-    net = net.to(device).eval()
-    if images is None:
-        images = torch.randn(batch_size, 3, image_size, image_size)
-    elif len(images) != batch_size:
-        raise ValueError(f"expected a batch of {batch_size} images, got {tuple(images.shape)}")
-    images = images.to(device)
-    images = images.contiguous(memory_format=torch.channels_last)
-    kwargs = {"mode": mode}
-    if decisions is not None:  # a DynamicNetwork takes its decisions from its own decider
-        kwargs["decisions"] = decisions.to(device)
-    timer = benchmark.Timer(
-        stmt="with torch.no_grad(): net(images, **kwargs)",
-        globals={"torch": torch, "net": net, "images": images, "kwargs": kwargs},
-        num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+def timing_slices(count: int, batch_size: int) -> list[slice]:
+    """The batches to time among ``count`` images: batch 1 takes the first ``BATCH_ONE_IMAGES``
+    one by one, a larger batch size the first ``batch_size`` images as one batch."""
+    if batch_size < 1 or count < batch_size:
+        raise ValueError(f"expected 1 <= batch_size <= {count} (the images given), got {batch_size}")
+    if batch_size == 1:
+        return [slice(i, i + 1) for i in range(min(BATCH_ONE_IMAGES, count))]
+    return [slice(0, batch_size)]
+
+
+def time_calls(calls: dict[str, Callable], inputs: Sequence[tuple], min_run_time: float = 0.5,
+               rounds: int = ROUNDS) -> dict[str, float]:
+    """Seconds per call of each of ``calls`` (name -> function), each called with every tuple of
+    ``inputs`` in turn, without autograd and with all of PyTorch's threads (``benchmark.Timer``
+    defaults to one): the median over ``rounds`` x (``min_run_time`` / ``rounds``) seconds of
+    repeats, in interleaved rounds, fastest round kept."""
+    if not inputs:
+        raise ValueError("expected at least one input to time the calls on")
+    seconds = dict.fromkeys(calls, float("inf"))
+    for _ in range(rounds):
+        for name, call in calls.items():
+            timer = benchmark.Timer(stmt="with torch.no_grad():\n    for item in inputs: call(*item)",
+                                    globals={"torch": torch, "call": call, "inputs": inputs},
+                                    num_threads=torch.get_num_threads())
+            median = timer.blocked_autorange(min_run_time=min_run_time / rounds).median
+            seconds[name] = min(seconds[name], median / len(inputs))
+    return seconds
+
+
+def compare_modes(plain: Callable, run: Callable, inputs: Sequence[tuple],
+                  min_run_time: float = 0.5) -> dict[str, float]:
+    """Seconds per call of ``plain(x)`` and of ``run(x, *rest, mode=...)`` in masked and skipped
+    mode over ``inputs`` (tuples ``(x, *rest)``), and the largest difference between the masked
+    and the skipped outputs (the two modes must agree)."""
+    with torch.no_grad():
+        masked = torch.cat([run(*item, mode="masked") for item in inputs])
+        skipped = torch.cat([run(*item, mode="skipped") for item in inputs])
+    seconds = time_calls({"plain": lambda x, *rest: plain(x),
+                          "masked": lambda *item: run(*item, mode="masked"),
+                          "skipped": lambda *item: run(*item, mode="skipped")}, inputs, min_run_time)
+    return {**seconds, "max |masked - skipped|": (masked - skipped).abs().max().item()}
+
+
+def model_inputs(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 test images as the course's networks take them at inference: normalised floats on
+    ``device``, channels-last."""
+    return normalize(images).to(device).contiguous(memory_format=torch.channels_last)
+
+
+def speedup_table(plain: nn.Module, net: nn.Module, images: torch.Tensor, batch_sizes: Iterable[int],
+                  ideal_speedup: Callable[[torch.Tensor], float], label: str,
+                  device: torch.device | str = "cpu", min_run_time: float = 0.5) -> pd.DataFrame:
+    """Time per batch of a dynamic ``net`` in masked and in skipped mode against the ``plain``
+    network, at each batch size, on the first of ``images`` (uint8 test images: a decider decides
+    on what it sees, so random inputs would mislead; batch 1 cycles through several). The
+    ``ideal_speedup(timed_images)`` is the MACs ratio for the images timed; the table adds the
+    measured speed-up and realized / ideal."""
+    plain, net = plain.to(device).eval(), net.to(device).eval()
+    rows = []
+    for batch_size in batch_sizes:
+        slices = timing_slices(len(images), batch_size)
+        ideal = ideal_speedup(images[:slices[-1].stop])
+        inputs = [(model_inputs(images[part], device),) for part in slices]
+        timed = compare_modes(plain, lambda x, mode: net(x, mode=mode), inputs, min_run_time)
+        for mode in ("masked", "skipped"):
+            speedup = timed["plain"] / timed[mode]
+            rows.append({"batch": batch_size, "mode": f"{label} {mode}", "ms per batch": 1e3 * timed[mode],
+                         "plain ms": 1e3 * timed["plain"], "speed-up": speedup,
+                         "ideal speed-up": ideal, "realized / ideal": speedup / ideal})
+    return pd.DataFrame(rows)
 
 
 def measure_training_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
@@ -53,26 +109,3 @@ def measure_training_step(model: nn.Module, images: torch.Tensor, labels: torch.
     timer = benchmark.Timer(stmt="step()", globals={"step": step},
                             num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).mean
-
-
-def speedup_table(plain: nn.Module, net: nn.Module, images: torch.Tensor, batch_sizes: Iterable[int],
-                  ideal_speedup: Callable[[torch.Tensor], float], label: str,
-                  device: torch.device | str = "cpu", min_run_time: float = 0.5) -> pd.DataFrame:
-    """Latency of a dynamic ``net`` in masked and in skipped mode against the ``plain`` network,
-    at each batch size, on the first images of ``images`` (uint8 test images: a decider decides
-    on what it sees, so random inputs would mislead). ``ideal_speedup(batch)`` gives the MACs
-    ratio for those images; the table adds the measured speed-up and realized / ideal."""
-    rows = []
-    for batch_size in batch_sizes:
-        batch = images[:batch_size]
-        ideal = ideal_speedup(batch)
-        inputs = normalize(batch)
-        plain_seconds = measure_latency(plain, batch_size, device=device, images=inputs,
-                                        min_run_time=min_run_time)
-        for mode in ("masked", "skipped"):
-            seconds = measure_latency(net, batch_size, mode=mode, device=device, images=inputs,
-                                      min_run_time=min_run_time)
-            rows.append({"batch": batch_size, "mode": f"{label} {mode}", "ms per batch": 1e3 * seconds,
-                         "plain ms": 1e3 * plain_seconds, "speed-up": plain_seconds / seconds,
-                         "ideal speed-up": ideal, "realized / ideal": plain_seconds / seconds / ideal})
-    return pd.DataFrame(rows)
