@@ -110,15 +110,26 @@ def trained_cases(profile, data, images, batch_sizes, min_run_time) -> list[dict
 
 
 def plot(table: pd.DataFrame, path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * table.case.nunique() * len(table.batch.unique())), 3.8))
-    labels = [f"{c}\nbatch {b}" for c, b in zip(table.case, table.batch)]
-    x = range(len(table))
-    ax.bar([i - 0.2 for i in x], table["ideal speed-up"], width=0.4, label="ideal (MACs)", color="lightgray")
-    ax.bar([i + 0.2 for i in x], table["skipped speed-up"], width=0.4, label="skipped, measured", color="tab:purple")
-    ax.axhline(1, color="k", lw=1)
-    ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
-    ax.set(ylabel="speed-up over the plain network", title=title)
-    ax.legend()
+    """One panel per batch size: ideal and measured speed-up of each case as horizontal bars,
+    realized / ideal written beside them."""
+    batch_sizes = sorted(table.batch.unique())
+    cases = list(dict.fromkeys(table.case))
+    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(6 * len(batch_sizes), 0.5 * len(cases) + 1.5),
+                             sharey=True, squeeze=False)
+    for ax, batch_size in zip(axes[0], batch_sizes):
+        rows = table[table.batch == batch_size].set_index("case").reindex(cases)
+        y = range(len(cases))
+        ax.barh([i + 0.2 for i in y], rows["ideal speed-up"], height=0.4, color="lightgray", label="ideal (MACs)")
+        ax.barh([i - 0.2 for i in y], rows["skipped speed-up"], height=0.4, color="tab:purple",
+                label="skipped, measured")
+        for i, (measured, ratio) in enumerate(zip(rows["skipped speed-up"], rows["realized / ideal"])):
+            ax.text(measured + 0.05, i - 0.2, f"{ratio:.2f}", va="center", fontsize=8)
+        ax.axvline(1, color="k", lw=1)
+        ax.set(title=f"batch {batch_size} (numbers: realized / ideal)", xlabel="speed-up over the plain network")
+        ax.set_yticks(list(y), cases)
+    axes[0][0].invert_yaxis()   # the axes share y: inverting one inverts all
+    axes[0][0].legend(loc="lower right")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
