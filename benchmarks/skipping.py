@@ -32,11 +32,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from dyninf.backbones import cifar_resnet  # noqa: E402
+from dyninf.batches import model_inputs  # noqa: E402
 from dyninf.cost import network_cost  # noqa: E402
 from dyninf.deciders import random_decisions  # noqa: E402
 from dyninf.dynamic import predict_with_decisions, spent_macs  # noqa: E402
 from dyninf.io import atomic_write_text  # noqa: E402
-from dyninf.latency import BATCH_ONE_IMAGES, compare_modes, model_inputs, time_calls, timing_slices  # noqa: E402
+from dyninf.latency import BATCH_ONE_IMAGES, compare_modes, time_calls, timing_slices  # noqa: E402
 from dyninf.paths import build_dir  # noqa: E402
 from dyninf.profiles import get_profile  # noqa: E402
 from dyninf.report import device_name  # noqa: E402
@@ -45,8 +46,7 @@ KEEP_RATES = (0.25, 0.5, 0.75, 1.0)
 
 
 def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tensor, plain_macs: int,
-              images: torch.Tensor, batch_size: int, min_run_time: float,
-              decider=None, decider_macs: int = 0) -> dict:
+              images: torch.Tensor, batch_size: int, min_run_time: float, decider=None) -> dict:
     """One row: ``run(images, decisions, mode=...)`` in both modes against ``plain(images)``, and
     a global ``decider`` (policy, gater) timed alone, beside its share of the MACs."""
     parts = timing_slices(len(images), batch_size)
@@ -60,7 +60,7 @@ def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tenso
             "masked ms": 1e3 * timed["masked"], "skipped ms": 1e3 * timed["skipped"],
             "ideal speed-up": ideal, "masked speed-up": timed["plain"] / timed["masked"],
             "skipped speed-up": speedup, "realized / ideal": speedup / ideal,
-            "decider % of MACs": 100 * decider_macs / spent_mean if decider is not None else float("nan"),
+            "decider % of MACs": 100 * decider.macs_and_params()[0] / spent_mean if decider is not None else float("nan"),
             "decider % of time": 100 * timed["decider"] / timed["skipped"] if decider is not None else float("nan"),
             "max |masked - skipped|": timed["max |masked - skipped|"]}
 
@@ -99,13 +99,10 @@ def trained_cases(profile, data, images, batch_sizes, min_run_time) -> list[dict
             decisions = decisions.to(images.device)
             spent, plain_macs = spent_macs(net, decisions), network_cost(backbone).total_macs
             run = lambda x, d, mode, net=net: net(x, mode=mode)  # noqa: E731
-            # a global decider runs once, before the backbone: time it alone as well
-            global_decider = any(getattr(net.decider, flag, False) for flag in ("decides_blocks", "decides_filters"))
-            decider = net.decider if global_decider else None
+            decider = net.decider if net.decides_once else None   # runs once: time it alone as well
         for batch_size in batch_sizes:
             rows.append(time_case(name, backbone, run, decisions, spent, plain_macs, images, batch_size,
-                                  min_run_time, decider,
-                                  net.decider.macs_and_params()[0] if decider is not None else 0))
+                                  min_run_time, decider))
     return rows
 
 

@@ -65,6 +65,6 @@ def test_a_global_decider_is_timed_alone_beside_its_share_of_the_macs(bench):
     spent = spent_macs(net, decisions)
     policy_macs = net.decider.macs_and_params()[0]
     row = bench.time_case("policy", backbone, lambda x, d, mode: net(x, mode=mode), decisions, spent,
-                          network_cost(backbone).total_macs, images, 4, 0.01, net.decider, policy_macs)
+                          network_cost(backbone).total_macs, images, 4, 0.01, net.decider)
     assert row["decider % of MACs"] == pytest.approx(100 * policy_macs / spent.mean().item())
     assert 0 < row["decider % of time"] and row["max |masked - skipped|"] < 1e-4

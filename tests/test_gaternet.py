@@ -114,3 +114,13 @@ def test_gater_cost_by_hand():
     macs, params = gater.macs_and_params()
     assert macs == extractor.total_macs - 32 * 10 + 32 * 32 + 32 * 112   # no classifier; two FC layers
     assert params == sum(p.numel() for p in gater.parameters())
+
+
+def test_global_deciders_decide_once_and_local_gates_before_each_block():
+    from dyninf.deciders import AIGGates, BlockDropPolicy, StochasticDepth
+
+    backbone = cifar_resnet(8)
+    assert DynamicNetwork(backbone, Gater.for_backbone(backbone, depth=8)).decides_once
+    assert DynamicNetwork(backbone, BlockDropPolicy(backbone.num_blocks)).decides_once
+    assert not DynamicNetwork(backbone, AIGGates(backbone)).decides_once
+    assert not DynamicNetwork(backbone, StochasticDepth(backbone.num_blocks, 0.5)).decides_once

@@ -64,3 +64,26 @@ def test_speedup_table_rows_and_ratios():
     assert (table["ideal speed-up"] == 2.0).all()
     assert ((table["speed-up"] - table["plain ms"] / table["ms per batch"]).abs() < 1e-9).all()
     assert ((table["realized / ideal"] - table["speed-up"] / 2.0).abs() < 1e-9).all()
+
+
+def test_speedup_table_passes_fixed_decisions_with_their_images():
+    from dyninf.latency import speedup_table
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.seen = cifar_resnet(8), []
+
+        def forward(self, x, decisions=None, mode="masked"):
+            self.seen.append((len(x), None if decisions is None else decisions.tolist()))
+            return self.backbone(x, decisions=decisions, mode=mode)
+
+    net = Recorder()
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    decisions = torch.tensor([[1.0, 0, 1], [0, 1, 1], [1, 1, 0]])
+    table = speedup_table(net.backbone, net, images, [1, 3], lambda batch: 1.5, "fixed", min_run_time=0.01,
+                          decisions=decisions)
+    assert list(table["mode"]) == ["fixed masked", "fixed skipped"] * 2
+    one_by_one = {tuple(d[0]) for n, d in net.seen if n == 1}   # each image with its own row
+    assert one_by_one == {tuple(row) for row in decisions.tolist()}
+    assert all(d == decisions.tolist() for n, d in net.seen if n == 3)

@@ -26,6 +26,12 @@ def normalize(images: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> torch
     return (images.float() / 255 - mean) / std
 
 
+def model_inputs(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 images as the course's networks take them at inference: on ``device``, normalised,
+    channels-last (faster on CPUs and GPUs)."""
+    return normalize(images.to(device)).contiguous(memory_format=torch.channels_last)
+
+
 def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
                   padding: int = 4) -> torch.Tensor:
     """Zero-pad by ``padding``, crop back to the input size at ``offsets`` (N, 2) = (row, column)

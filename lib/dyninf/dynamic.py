@@ -43,6 +43,12 @@ class DynamicNetwork(nn.Module):
     def num_blocks(self) -> int:
         return self.backbone.num_blocks
 
+    @property
+    def decides_once(self) -> bool:
+        """Whether the decider is global: called once with the images before the backbone runs
+        (GaterNet's gater, BlockDrop's policy), not before each block (AIG's gates)."""
+        return any(getattr(self.decider, flag, False) for flag in ("decides_filters", "decides_blocks"))
+
     def freeze_backbone(self, frozen: bool = True) -> "DynamicNetwork":
         self.backbone_frozen = frozen
         self.backbone.requires_grad_(not frozen)

@@ -41,9 +41,10 @@ def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
         return weight.contiguous(memory_format=torch.channels_last if channels_last
                                  else torch.contiguous_format), bias
 
-    return derived(conv, "conv_bn", _parameters_and_statistics(conv, bn), compute)
+    return derived(conv, "conv_bn", folding_sources(conv, bn), compute)
 
 
-def _parameters_and_statistics(layer: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, ...]:
+def folding_sources(layer: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, ...]:
+    """The tensors ``bn(layer(x))`` folded into one layer depends on (the key of its cache)."""
     tensors = (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
     return tuple(t for t in tensors if t is not None)

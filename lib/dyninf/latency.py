@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
-from dyninf.batches import normalize
+from dyninf.batches import model_inputs
 
 BATCH_ONE_IMAGES = 16   # batch 1 cycles through this many images (and their decisions)
 ROUNDS = 3              # interleaved timing rounds; the fastest round counts
@@ -64,27 +64,30 @@ def compare_modes(plain: Callable, run: Callable, inputs: Sequence[tuple],
     return {**seconds, "max |masked - skipped|": (masked - skipped).abs().max().item()}
 
 
-def model_inputs(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 test images as the course's networks take them at inference: normalised floats on
-    ``device``, channels-last."""
-    return normalize(images).to(device).contiguous(memory_format=torch.channels_last)
-
-
 def speedup_table(plain: nn.Module, net: nn.Module, images: torch.Tensor, batch_sizes: Iterable[int],
                   ideal_speedup: Callable[[torch.Tensor], float], label: str,
-                  device: torch.device | str = "cpu", min_run_time: float = 0.5) -> pd.DataFrame:
+                  device: torch.device | str = "cpu", min_run_time: float = 0.5,
+                  decisions: torch.Tensor | None = None) -> pd.DataFrame:
     """Time per batch of a dynamic ``net`` in masked and in skipped mode against the ``plain``
     network, at each batch size, on the first of ``images`` (uint8 test images: a decider decides
     on what it sees, so random inputs would mislead; batch 1 cycles through several). The
     ``ideal_speedup(timed_images)`` is the MACs ratio for the images timed; the table adds the
-    measured speed-up and realized / ideal."""
+    measured speed-up and realized / ideal. ``decisions``: fixed (N, num_blocks) block decisions
+    for ``images``, passed to ``net`` (then a backbone) with them, instead of a decider's."""
     plain, net = plain.to(device).eval(), net.to(device).eval()
+
+    def inputs_for(part: slice) -> tuple:
+        x = model_inputs(images[part], device)
+        return (x,) if decisions is None else (x, decisions[part].to(device))
+
+    def run(x, *fixed, mode):
+        return net(x, mode=mode) if not fixed else net(x, decisions=fixed[0], mode=mode)
+
     rows = []
     for batch_size in batch_sizes:
         slices = timing_slices(len(images), batch_size)
         ideal = ideal_speedup(images[:slices[-1].stop])
-        inputs = [(model_inputs(images[part], device),) for part in slices]
-        timed = compare_modes(plain, lambda x, mode: net(x, mode=mode), inputs, min_run_time)
+        timed = compare_modes(plain, run, [inputs_for(part) for part in slices], min_run_time)
         for mode in ("masked", "skipped"):
             speedup = timed["plain"] / timed[mode]
             rows.append({"batch": batch_size, "mode": f"{label} {mode}", "ms per batch": 1e3 * timed[mode],

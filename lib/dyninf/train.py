@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from dyninf.batches import Batches, normalize
+from dyninf.batches import Batches, model_inputs
 from dyninf.data import ImageDataset
 from dyninf.io import atomic_torch_save, atomic_write_text
 
@@ -123,8 +123,7 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500,
     decisions = forward_kwargs.pop("decisions", None)
     outputs = []
     for start in range(0, len(images), batch_size):
-        batch = normalize(images[start:start + batch_size].to(device))
-        batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = model_inputs(images[start:start + batch_size], device)
         if isinstance(decisions, torch.Tensor):
             forward_kwargs["decisions"] = decisions[start:start + batch_size].to(device)
         elif decisions is not None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_linear_bn_weights
 
-from dyninf.folding import derived
+from dyninf.folding import derived, folding_sources
 from dyninf.train import predict
 
 if TYPE_CHECKING:
@@ -73,8 +73,7 @@ class Gate(nn.Module):
         return torch.addmv(offset, hidden.relu_(), direction).float()
 
     def _sources(self) -> tuple[torch.Tensor, ...]:
-        return (self.fc1.weight, self.fc1.bias, self.bn.weight, self.bn.bias, self.bn.running_mean,
-                self.bn.running_var, self.fc2.weight, self.fc2.bias)
+        return folding_sources(self.fc1, self.bn) + (self.fc2.weight, self.fc2.bias)
 
     def _margin_tensors(self) -> tuple[torch.Tensor, ...]:
         weight, bias = fuse_linear_bn_weights(self.fc1.weight, self.fc1.bias, self.bn.running_mean,
