@@ -138,3 +138,50 @@ def test_calibrated_gates_run_each_layer_at_the_target_rate_deterministically():
     assert (predict_with_decisions(net, images)[1] == 1).all()
     with pytest.raises(ValueError, match="target rate"):
         calibrate_thresholds(net, images, 1.5)
+
+
+def test_threshold_for_rate_with_ties_takes_the_nearest_rate_that_can_be_had():
+    from dyninf.deciders.aig import _threshold_for_rate
+
+    halves = torch.cat([torch.zeros(50), torch.ones(50)])
+    for rate, expected in [(0.3, 0.5), (0.5, 0.5), (0.2, 0.0), (0.8, 1.0), (1.0, 1.0)]:
+        threshold = _threshold_for_rate(halves, rate)
+        assert (halves > threshold).float().mean().item() == expected, rate
+    constant = torch.full((10,), 2.5)          # all tied: all or nothing, whichever is nearer
+    assert (constant > _threshold_for_rate(constant, 0.7)).all()
+    assert not (constant > _threshold_for_rate(constant, 0.3)).any()
+
+
+def test_gate_margins_are_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    gate = Gate(16)
+    torch.nn.init.normal_(gate.fc2.weight, std=1.0)
+    gate.train()
+    with torch.no_grad():
+        gate(torch.relu(torch.randn(64, 16, 8, 8)))   # statistics that are not the identity
+    gate.eval()
+    x = torch.relu(torch.randn(200, 16, 8, 8))
+    with torch.no_grad():
+        exact = gate.margin(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = gate.margin(x)
+            slow = gate(x.bfloat16())
+    assert fast.dtype == slow.dtype == torch.float32
+    assert torch.allclose(fast, exact, atol=1e-5)
+    assert torch.allclose(slow[:, 1] - slow[:, 0], exact, atol=1e-3)   # its input was rounded to bf16
+
+
+def test_calibration_under_bf16_autocast_hits_the_target_rate():
+    # On CUDA the course runs inference under bf16 autocast; an undecided gate's bf16 margins took
+    # a few distinct values, and calibrated rates missed t badly (0.031 for 0.5).
+    from dyninf.deciders import calibrate_thresholds
+
+    net = _aig(8)
+    for gate in net.decider.gates.values():   # undecided gates: margins close together
+        torch.nn.init.normal_(gate.fc2.weight, std=0.01)
+    images = torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        calibrate_thresholds(net, images, 0.5)
+        _, decisions = predict_with_decisions(net, images)
+    rates = decisions[:, net.decider.gated_blocks].mean(0)
+    assert torch.allclose(rates, torch.full_like(rates, 0.5), atol=2 / 300), rates

@@ -235,3 +235,30 @@ def test_skipped_mode_passes_the_gradient_to_decisions_of_one():
     assert grads["skipped"][running].abs().min() > 0       # not lost to the "all ones" shortcut
     # BatchNorm sees other images in the two modes, so compare signs and nonzeros, not values
     assert torch.equal(grads["skipped"][running].sign(), grads["masked"][running].sign())
+
+
+@pytest.mark.parametrize("mode,batch", [("masked", 6), ("skipped", 6), ("skipped", 1)])
+def test_decisions_on_another_device_than_the_images_are_a_clear_error_in_every_mode(mode, batch):
+    # Before: batch-1 skipped mode read them with .item() and ran; the other paths crashed deep
+    # inside. The meta device stands in for CUDA on a machine without one.
+    net = cifar_resnet(8)
+    x = _images(batch)
+    for decisions in (torch.ones(batch, 3, device="meta"), lambda index, h: torch.ones(batch, device="meta")):
+        with pytest.raises(ValueError, match="on meta, the images on cpu"):
+            net(x, decisions=decisions, mode=mode)
+    with pytest.raises(ValueError, match="filter gates are on meta, the images on cpu"):
+        net(x, filter_gates=torch.ones(batch, net.num_filter_gates, device="meta"), mode=mode)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_decisions_or_gates_that_are_not_finite_are_a_clear_error(bad):
+    net = cifar_resnet(8)
+    decisions = torch.ones(6, 3)
+    decisions[2, 1] = bad
+    gates = torch.ones(6, net.num_filter_gates)
+    gates[0, 5] = bad
+    for mode in ("masked", "skipped"):
+        with pytest.raises(ValueError, match="decisions must be finite"):
+            net(_images(), decisions=decisions, mode=mode)
+        with pytest.raises(ValueError, match="filter gates must be finite"):
+            net(_images(), filter_gates=gates, mode=mode)

@@ -91,3 +91,23 @@ def test_spent_macs_with_filter_gates_is_what_skipped_mode_computes_at_batch_one
     with counter, torch.no_grad():
         net(torch.randn(1, 3, 32, 32), filter_gates=gates, mode="skipped")
     assert counter.get_total_flops() == 2 * cost.spent_macs(filter_gates=gates).item()
+
+
+@pytest.mark.parametrize("bad", [2.0, -1.0, float("nan"), float("inf")])
+def test_spent_macs_rejects_decisions_and_gates_outside_zero_one(bad):
+    # Before: 2.0 doubled a block's MACs and -1 made them negative; NaN gave NaN MACs.
+    cost = network_cost(cifar_resnet(8))
+    decisions = torch.ones(2, 3)
+    decisions[1, 2] = bad
+    with pytest.raises(ValueError, match=r"decisions must lie in \[0, 1\]"):
+        cost.spent_macs(decisions)
+    gates = torch.ones(2, 112)
+    gates[0, 3] = bad
+    with pytest.raises(ValueError, match=r"filter gates must lie in \[0, 1\]"):
+        cost.spent_macs(filter_gates=gates)
+
+
+def test_any_decision_but_zero_spends_the_whole_block_as_skipped_mode_computes_it():
+    cost = network_cost(cifar_resnet(8))
+    decisions = torch.tensor([[0.5, 0.0, 1.0]])
+    assert cost.spent_macs(decisions).item() == cost.total_macs - cost.block_macs[1]

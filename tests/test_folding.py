@@ -62,3 +62,40 @@ def test_derived_computes_without_autograd():
     (doubled,) = derived(layer, "doubled", (layer.weight,), compute)
     derived(layer, "doubled", (layer.weight,), compute)
     assert len(calls) == 1 and not doubled.requires_grad and torch.equal(doubled, 2 * layer.weight.detach())
+
+
+def test_a_train_mode_forward_pass_refreshes_the_folded_statistics():
+    # A train-mode pass updates running_mean/var inside the kernel without a new _version; without
+    # num_batches_tracked in the key the cache kept the old statistics (masked vs skipped: 0.15).
+    from conftest import settled_resnet
+
+    from dyninf.deciders.aig import Gate
+
+    net, gate = settled_resnet(8), Gate(16).eval()
+    x = torch.randn(4, 3, 32, 32)
+    gates = (torch.rand(4, net.num_filter_gates) < 0.5).float()
+    features = torch.relu(torch.randn(4, 16, 8, 8))
+    with torch.no_grad():
+        net(x, filter_gates=gates, mode="skipped")   # fills the folded caches
+        gate.margin(features)
+        net.train(), gate.train()
+        net(torch.randn(16, 3, 32, 32) * 3 + 1)        # new statistics, no optimizer step
+        gate(torch.relu(torch.randn(16, 16, 8, 8) * 3))
+        net.eval(), gate.eval()
+        masked = net(x, filter_gates=gates, mode="masked")
+        skipped = net(x, filter_gates=gates, mode="skipped")
+        logits = gate(features)
+        margin = gate.margin(features)
+    assert (masked - skipped).abs().max().item() <= 1e-5
+    assert torch.allclose(margin, logits[:, 1] - logits[:, 0], atol=1e-5)
+
+
+def test_the_cache_follows_a_batch_norm_that_only_saw_train_mode_passes():
+    conv, bn = _conv_bn()
+    x = torch.randn(2, 4, 5, 5)
+    folded_conv_bn(conv, bn)
+    bn.train()
+    with torch.no_grad():
+        bn(conv(torch.randn(8, 4, 5, 5) * 2))
+    bn.eval()
+    assert _agrees(conv, bn, x)

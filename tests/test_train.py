@@ -185,3 +185,13 @@ def test_adam_leaves_frozen_parameters_out_and_bad_optimizers_are_errors(data):
     assert trained == {id(p) for p in net.parameters() if p.requires_grad}
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(epochs=1, optimizer="lbfgs")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_damaged_checkpoint_names_its_run_folder_and_what_to_do(data, tmp_path, damage):
+    fit(_net(), data, TrainConfig(epochs=1, batch_size=32), tmp_path / "run", progress=False, device="cpu")
+    checkpoint = tmp_path / "run" / CHECKPOINT
+    content = checkpoint.read_bytes()
+    checkpoint.write_bytes(content[:len(content) // 2] if damage == "truncate" else b"not a checkpoint")
+    with pytest.raises(train_module.DamagedRunError, match=rf"{tmp_path / 'run'}.*Delete the folder"):
+        fit(_net(), data, TrainConfig(epochs=1, batch_size=32), tmp_path / "run", progress=False, device="cpu")

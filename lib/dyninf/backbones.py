@@ -350,8 +350,11 @@ class CifarResNet(nn.Module):
         check_mode(mode)
         batch = len(images)
         decider = as_decider(decisions, batch, self.num_blocks)
+        if isinstance(decisions, torch.Tensor):
+            check_decision_values(decisions, images, "the decisions")
         if filter_gates is not None:
             check_filter_gates(filter_gates, batch, self.num_filter_gates)
+            check_decision_values(filter_gates, images, "the filter gates")
         hidden = self.stem(images)
         taken = []
         for index, block in enumerate(self.blocks):
@@ -359,7 +362,7 @@ class CifarResNet(nn.Module):
             if decider is not None:
                 run = decider(index, hidden)
                 if run is not None:
-                    check_block_decisions(run, batch, index)
+                    check_block_decisions(run, batch, index, images.device)
             filters = None if filter_gates is None else filter_gates[:, self.filter_gate_slices[index]]
             hidden = block(hidden, run, mode, filters, overwrite_input=True)   # our own intermediate
             taken.append(run)
@@ -374,11 +377,27 @@ def check_images(images: torch.Tensor) -> None:
                          f"got {shape}")
 
 
-def check_block_decisions(run: torch.Tensor, batch: int, index: int) -> None:
+def check_block_decisions(run: torch.Tensor, batch: int, index: int,
+                          device: torch.device | None = None) -> None:
     if not isinstance(run, torch.Tensor) or tuple(run.shape) != (batch,):
         shape = tuple(run.shape) if isinstance(run, torch.Tensor) else type(run).__name__
         raise ValueError(f"the decisions for block {index} must have shape (batch,) = ({batch},), "
                          f"got {shape}")
+    if device is not None and run.device != device:
+        raise ValueError(f"the decisions for block {index} are on {run.device}, the images on "
+                         f"{device}: a decider must decide on the images' device")
+
+
+def check_decision_values(values: torch.Tensor, images: torch.Tensor, what: str) -> None:
+    """Decisions or filter gates given with the images: on the images' device (every mode alike,
+    instead of a crash deep inside one of them) and finite (NaN would silently poison every
+    logit). Checked once per forward pass, before the first block."""
+    if values.device != images.device:
+        raise ValueError(f"{what} are on {values.device}, the images on {images.device}: "
+                         f"move them with .to({str(images.device)!r})")
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f"{what} must be finite (1 = run, 0 = skip, another value scales the "
+                         f"residual), got NaN or inf")
 
 
 def check_filter_gates(gates: torch.Tensor, batch: int, count: int) -> None:

@@ -42,13 +42,19 @@ class NetworkCost:
         and/or its (batch, num_filter_gates) filter gates: the stem and the head always run, a
         skipped block costs nothing, and a convolution's MACs scale with the open fraction of
         its gated inputs times that of its gated outputs (exactly what skipped mode computes
-        for one image)."""
+        for one image). Values must lie in [0, 1]; any value but 0 runs the block (or opens the
+        filter) in full, as in skipped mode."""
         if decisions is None and filter_gates is None:
             raise ValueError("give decisions, filter gates or both")
         blocks = len(self.block_macs)
         if decisions is not None and (decisions.dim() != 2 or decisions.shape[1] != blocks):
             raise ValueError(f"decisions must have shape (batch, {blocks}), "
                              f"got {tuple(decisions.shape)}")
+        for values, what in ((decisions, "decisions"), (filter_gates, "filter gates")):
+            if values is not None and not bool(((values >= 0) & (values <= 1)).all()):
+                raise ValueError(f"to count MACs the {what} must lie in [0, 1] (0 = skipped, "
+                                 f"otherwise run), got values from {values.min().item():g} to "
+                                 f"{values.max().item():g}")
         reference = decisions if decisions is not None else filter_gates
         batch, device = len(reference), reference.device
         if filter_gates is None:
@@ -56,7 +62,7 @@ class NetworkCost:
         else:
             per_block = self._block_macs_with_filters(filter_gates, batch)
         if decisions is not None:
-            per_block = per_block * decisions.to(torch.float64)
+            per_block = per_block * decisions.ne(0)
         return self.stem_macs + self.head_macs + per_block.sum(1)
 
     def _block_macs_with_filters(self, filter_gates: torch.Tensor, batch: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch import nn
 
 from dyninf.backbones import CifarResNet, check_mode
 from dyninf.cost import network_cost
+from dyninf.precision import inference_dtype, logit_tolerance
 from dyninf.train import predict
 
 
@@ -97,3 +98,33 @@ def predict_with_decisions(net: DynamicNetwork, images: torch.Tensor,
 
     logits = predict(net, images, forward=forward, **predict_kwargs)
     return logits, torch.cat(taken)
+
+
+def mode_agreement(net: nn.Module, images: torch.Tensor, *, decisions: torch.Tensor | None = None,
+                   device: torch.device | str | None = None, batch_size: int = 500) -> dict:
+    """Masked against skipped mode on uint8 ``images``, on ``device`` in the course's precision
+    there (bf16 on CUDA): the network decides in skipped mode, then its backbone runs in masked
+    mode with those same decisions (a local gate could otherwise decide differently on a block
+    input that differs by rounding). ``net``: a ``DynamicNetwork``, or a backbone with fixed
+    ``decisions`` (N, num_blocks).
+
+    Returns the largest logit difference beside the ``tolerance`` rounding explains in that
+    ``precision`` (``agree``: within it), the share of equal predictions, and the share of images
+    whose decisions are the same when masked mode decides by itself."""
+    device = torch.device(device) if device else next(net.parameters()).device
+    given = {} if decisions is None else {"decisions": decisions}
+    skipped, taken = predict_with_decisions(net, images, device=device, batch_size=batch_size,
+                                            mode="skipped", **given)
+    _, masked_taken = predict_with_decisions(net, images, device=device, batch_size=batch_size,
+                                             mode="masked", **given)
+    backbone = getattr(net, "backbone", net)
+    same = {"filter_gates" if getattr(getattr(net, "decider", None), "decides_filters", False)
+            else "decisions": taken}
+    masked = predict(backbone, images, device=device, batch_size=batch_size, mode="masked", **same)
+    difference = (masked - skipped).abs().max().item()
+    dtype = inference_dtype(device)
+    tolerance = logit_tolerance(dtype, masked)
+    return {"max |masked - skipped|": difference, "tolerance": tolerance, "agree": difference <= tolerance,
+            "precision": str(dtype).removeprefix("torch."),
+            "same predictions": (masked.argmax(1) == skipped.argmax(1)).float().mean().item(),
+            "same decisions when each mode decides": (masked_taken == taken).all(1).float().mean().item()}

@@ -45,6 +45,11 @@ def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
 
 
 def folding_sources(layer: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, ...]:
-    """The tensors ``bn(layer(x))`` folded into one layer depends on (the key of its cache)."""
-    tensors = (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    """The tensors ``bn(layer(x))`` folded into one layer depends on (the key of its cache).
+
+    A train-mode forward pass updates the running statistics inside the batch-norm kernel without
+    bumping their ``_version``; it does bump ``num_batches_tracked`` (incremented in place on every
+    such pass), so that counter is part of the key."""
+    tensors = (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+               getattr(bn, "num_batches_tracked", None))
     return tuple(t for t in tensors if t is not None)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from dyninf.batches import Batches, model_inputs
 from dyninf.data import ImageDataset
 from dyninf.io import atomic_torch_save, atomic_write_text
+from dyninf.precision import autocast
 
 SCHEDULES = ("onecycle", "step")
 OPTIMIZERS = ("sgd", "adam")
@@ -103,32 +104,31 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.gamma)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _plain_forward(model: nn.Module, images: torch.Tensor, **kwargs) -> torch.Tensor:
     return model(images, **kwargs)
+
+
+PER_IMAGE_ARGUMENTS = ("decisions", "filter_gates")   # forward arguments with a row per image
 
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500,
             device: torch.device | str | None = None, forward: Forward | None = None,
             **forward_kwargs) -> torch.Tensor:
-    """Eval-mode logits (on the CPU) for uint8 images; ``forward_kwargs`` go to the model, and a
-    ``decisions`` tensor among them is sliced along with the images."""
+    """Eval-mode logits (on the CPU) for uint8 images; ``forward_kwargs`` go to the model, and
+    per-image tensors among them (``decisions``, ``filter_gates``) are sliced along with the
+    images and moved to the device."""
     device = torch.device(device) if device else next(model.parameters()).device
     forward = forward or _plain_forward
     model.eval()
-    decisions = forward_kwargs.pop("decisions", None)
+    per_image = {name: forward_kwargs.pop(name) for name in PER_IMAGE_ARGUMENTS
+                 if isinstance(forward_kwargs.get(name), torch.Tensor)}
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = model_inputs(images[start:start + batch_size], device)
-        if isinstance(decisions, torch.Tensor):
-            forward_kwargs["decisions"] = decisions[start:start + batch_size].to(device)
-        elif decisions is not None:
-            forward_kwargs["decisions"] = decisions
-        with _autocast(device):
+        forward_kwargs.update({name: values[start:start + batch_size].to(device)
+                               for name, values in per_image.items()})
+        with autocast(device):
             outputs.append(forward(model, batch, **forward_kwargs).float().cpu())
     return torch.cat(outputs)
 
@@ -210,7 +210,7 @@ def _train_one_epoch(model, batches, epoch, optimizer, scheduler, forward, extra
     bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
                disable=not progress, unit="batch")
     for images, labels in bar:
-        with _autocast(device):
+        with autocast(device):
             logits = forward(model, images)
             loss = F.cross_entropy(logits, labels)
             extras = {name: term(model, images, labels, logits) for name, term in extra_losses.items()}
@@ -245,8 +245,19 @@ def _save_checkpoint(run_dir, config, model, optimizer, scheduler, history) -> N
     atomic_write_text(run_dir / HISTORY, json.dumps(history, indent=1))
 
 
+class DamagedRunError(RuntimeError):
+    """A run folder whose checkpoint cannot be read."""
+
+
 def _resume(run_dir, config, model, optimizer, scheduler, device) -> list[dict]:
-    state = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
+    try:
+        state = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
+    except Exception as error:   # a truncated or foreign file: PyTorch's own message names neither
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DamagedRunError(
+            f"the checkpoint of the run in {run_dir} cannot be read ({reason}); the file is damaged "
+            f"(an interrupted copy, a full disk?). Delete the folder {run_dir} and run again to "
+            f"train it from scratch") from error
     saved = TrainConfig(**state["config"])
     if saved != config:
         raise ValueError(f"{run_dir} holds a run with another configuration ({saved}); delete that "

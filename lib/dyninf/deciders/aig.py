@@ -14,6 +14,7 @@ runs its layer at the target rate, keeping the gates' ranking of the images.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,8 +37,19 @@ def check_target_rate(target: float) -> None:
         raise ValueError(f"the target rate t must be in (0, 1], got {target}")
 
 
+def _full_precision(block_input: torch.Tensor):
+    """Autocast switched off where it is on: the gates compute in their parameters' precision
+    (float32). Under bf16 an undecided gate's margins collapse onto a few values, and a threshold
+    cannot then pick a fraction t of the images; the gates' few MACs cost nothing in float32."""
+    device_type = block_input.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class Gate(nn.Module):
-    """Logits (batch, 2) = (skip, run) from a block's input (batch, channels, H, W)."""
+    """Logits (batch, 2) = (skip, run) from a block's input (batch, channels, H, W), computed in
+    float32 whatever the autocast around it."""
 
     def __init__(self, channels: int, hidden: int = 16):
         super().__init__()
@@ -55,8 +67,9 @@ class Gate(nn.Module):
         self.register_buffer("threshold", torch.zeros(()))
 
     def forward(self, block_input: torch.Tensor) -> torch.Tensor:
-        pooled = block_input.mean(dim=(2, 3))
-        return self.fc2(F.relu(self.bn(self.fc1(pooled))))
+        with _full_precision(block_input):
+            pooled = block_input.to(self.fc1.weight.dtype).mean(dim=(2, 3))
+            return self.fc2(F.relu(self.bn(self.fc1(pooled))))
 
     def margin(self, block_input: torch.Tensor) -> torch.Tensor:
         """logit(run) - logit(skip) (batch,): what evaluation thresholds. Without autograd in eval
@@ -65,12 +78,14 @@ class Gate(nn.Module):
         folded into the first layer (cached), the mean pooling into its scale, and the second
         layer reduced to the one direction the margin depends on."""
         if self.training or torch.is_grad_enabled():
-            logits = self(block_input).float()
+            logits = self(block_input)
             return logits[:, RUN] - logits[:, SKIP]
         weight, bias, direction, offset = derived(self, "margin", self._sources(), self._margin_tensors)
         height, width = block_input.shape[-2:]
-        hidden = torch.addmm(bias, block_input.sum(dim=(2, 3)), weight.t(), alpha=1 / (height * width))
-        return torch.addmv(offset, hidden.relu_(), direction).float()
+        with _full_precision(block_input):
+            pooled_sum = block_input.to(weight.dtype).sum(dim=(2, 3))
+            hidden = torch.addmm(bias, pooled_sum, weight.t(), alpha=1 / (height * width))
+            return torch.addmv(offset, hidden.relu_(), direction)
 
     def _sources(self) -> tuple[torch.Tensor, ...]:
         return folding_sources(self.fc1, self.bn) + (self.fc2.weight, self.fc2.bias)
@@ -113,10 +128,18 @@ class AIGGates(nn.Module):
 
 
 def _threshold_for_rate(margin: torch.Tensor, rate: float) -> float:
-    """The threshold that ``margin > threshold`` passes for a fraction ``rate`` of the values."""
+    """The threshold for which ``margin > threshold`` passes the fraction of the values closest to
+    ``rate``. Equal margins pass or fail together, so with ties the nearest fraction that can be
+    had is chosen (50 zeros and 50 ones: 0.5 for a rate of 0.3, not 0)."""
     if rate >= 1:
         return -float("inf")
-    return torch.quantile(margin, 1 - rate, interpolation="lower").item()
+    distinct, counts = torch.unique(margin.flatten(), sorted=True, return_counts=True)
+    distinct, counts = distinct.flip(0), counts.flip(0)            # largest first
+    # threshold distinct[j] passes the values above it; below the smallest value, every value
+    passing = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    thresholds = torch.cat([distinct, distinct.new_full((1,), -float("inf"))])
+    best = (passing.double() / len(margin.flatten()) - rate).abs().argmin()
+    return thresholds[best].item()
 
 
 @torch.no_grad()
