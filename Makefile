@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PROFILE ?= quick
 STAMP   := $(VENV)/.installed
 
-.PHONY: install test unit course bench clean
+.PHONY: install test unit course bench gpu-check gpu-wheels clean
 
 install: $(STAMP)
 
@@ -31,6 +31,27 @@ course: install
 # decider in runs/$(PROFILE)/), beside the ideal one from MACs: a table, build/bench/*.json and .png.
 bench: install
 	$(PY) benchmarks/skipping.py --profile $(PROFILE)
+
+# On a machine with a GPU: the unit tests (CUDA ones included), the quick course on CUDA and the
+# benchmark (meant to take under 8 minutes on one H100); $(GPU_CHECK_OUT)/SUMMARY.md and
+# $(GPU_CHECK_OUT).tar.gz. No install step: it runs with .venv if there is one, else with $(PYTHON)
+# as it is (a GPU image has its own PyTorch), and reports the versions it finds.
+# GPU_CHECK_ARGS=--dry-run: the same steps cut short, for a CPU (make test runs it so).
+GPU_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+GPU_CHECK_OUT ?= build/gpu-check
+gpu-check:
+	PYTHONPATH=$(CURDIR)/lib$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) -m dyninf.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+
+# For an offline GPU machine whose image has PyTorch but not the notebook runner: wheels of
+# papermill, nbconvert, ipykernel and nbformat (the pinned versions) and all they need, for its
+# Python ($(GPU_PYTHON_VERSION)), into .whl/ (about 20 MB). README, "On a GPU", says how to use them.
+GPU_PYTHON_VERSION ?= 3.12
+GPU_WHEELS := papermill nbconvert ipykernel nbformat
+gpu-wheels: install
+	$(PY) -m pip download -q --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl \
+		$$(grep -E '^($(subst $(eval) ,|,$(GPU_WHEELS)))==' requirements.txt | cut -d' ' -f1)
 
 clean:
 	rm -rf build

@@ -69,7 +69,7 @@ def random_cases(backbone, images, keep_rates, batch_sizes, min_run_time, seed=0
     cost = network_cost(backbone)
     rows = []
     for keep in keep_rates:
-        decisions = random_decisions(len(images), backbone.num_blocks, keep, seed)
+        decisions = random_decisions(len(images), backbone.num_blocks, keep, seed).to(images.device)
         spent = cost.spent_macs(decisions)
         for batch_size in batch_sizes:
             rows.append(time_case(f"random keep {keep:g}", backbone,
@@ -145,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=float, nargs="+", default=list(KEEP_RATES))
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing")
     parser.add_argument("--out", type=Path, default=None, help="default: build/bench")
+    parser.add_argument("--device", default=None, help="default: CUDA when present, else the CPU")
     parser.add_argument("--tiny", action="store_true",
                         help="a ResNet-8 on random images, batch sizes 1 and 4, no trained deciders")
     args = parser.parse_args(argv)
-    profile = get_profile(args.profile)
+    profile = get_profile(args.profile, device=args.device)
     device = profile.device
     out = args.out or build_dir() / "bench"
     if args.tiny:

@@ -56,6 +56,16 @@ def tiny_archive(tiny_folder, tmp_path) -> Path:
     return tar_folder(tiny_folder, tmp_path / "tiny.tar.gz")
 
 
+def pytest_collection_modifyitems(config, items):
+    """``cuda`` tests need a GPU: skipped without one (`make gpu-check` runs them on one)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (no GPU here); `make gpu-check` runs it on one")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -24,7 +24,8 @@ def bench():
 
 
 def test_tiny_benchmark_table_ideal_speedups_agreement_and_summary_line(bench, tmp_path, capsys):
-    assert bench.main(["--tiny", "--out", str(tmp_path), "--keep", "0.25", "0.5", "1.0"]) == 0
+    # on the CPU, where float32 agreement is tight (tests/test_devices.py runs it on CUDA too)
+    assert bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--keep", "0.25", "0.5", "1.0"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"realized/ideal speed-up at keep 0\.5: batch1=\d+\.\d\d batch4=\d+\.\d\d", printed[-1])
     payload = json.loads((tmp_path / "skipping-quick.json").read_text())

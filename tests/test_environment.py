@@ -9,6 +9,7 @@ PINS = [line.split("#")[0].strip().split("==") for line in REQUIREMENTS.read_tex
         if "==" in line.split("#")[0]]
 
 
+@pytest.mark.pins
 @pytest.mark.parametrize("name,pinned", PINS, ids=[name for name, _ in PINS])
 def test_installed_version_is_the_pinned_one(name, pinned):
     assert version(name).split("+")[0] == pinned

@@ -3,7 +3,8 @@
     python -m dyninf.course --profile quick --out build [notebooks/00_resnet_baseline.ipynb ...]
 
 Writes ``<out>/<notebook>.ipynb`` (executed), ``<out>/<notebook>.html``,
-``<out>/metrics/<notebook>.json`` and ``<out>/REPORT.md``. Stops at the first notebook that fails
+``<out>/metrics/<notebook>.json``, ``<out>/REPORT.md`` and ``<out>/course.json`` (each notebook's
+status and time). Stops at the first notebook that fails
 (later notebooks build on earlier ones), still writing the report, and exits non-zero.
 """
 from __future__ import annotations
@@ -25,9 +26,10 @@ def notebooks_in_order() -> list[Path]:
 
 
 def execute_notebook(notebook: Path, out_dir: Path, profile: str = "quick",
-                     log_output: bool = False) -> Path:
-    """Execute ``notebook`` on a fresh kernel, in its own folder, with ``profile``; the executed
-    copy goes to ``out_dir`` and its metrics to ``out_dir/metrics/<name>.json``."""
+                     log_output: bool = False, seed: int = 0) -> Path:
+    """Execute ``notebook`` on a fresh kernel, in its own folder, with ``profile`` and training
+    ``seed``; the executed copy goes to ``out_dir`` and its metrics to
+    ``out_dir/metrics/<name>.json``."""
     import papermill
 
     notebook = Path(notebook).resolve()
@@ -36,7 +38,7 @@ def execute_notebook(notebook: Path, out_dir: Path, profile: str = "quick",
     executed = out_dir / notebook.name
     papermill.execute_notebook(
         str(notebook), str(executed), cwd=str(notebook.parent), kernel_name="python3",
-        parameters={"profile": profile,
+        parameters={"profile": profile, "seed": seed,
                     "metrics_path": str(out_dir / "metrics" / f"{notebook.stem}.json")},
         progress_bar=False, log_output=log_output)
     return executed
@@ -51,20 +53,23 @@ def render_html(executed: Path) -> Path:
     return html
 
 
-def run_course(profile: str, out_dir: Path, notebooks: list[Path] | None = None) -> bool:
-    """Execute ``notebooks`` (default: all, in order); write the report; True if all succeeded."""
+def run_course(profile: str, out_dir: Path, notebooks: list[Path] | None = None, seed: int = 0,
+               keep_going: bool = False) -> bool:
+    """Execute ``notebooks`` (default: all, in order) with training ``seed``; write the report;
+    True if all succeeded. A failed notebook stops the run unless ``keep_going`` (each notebook
+    trains what it misses, so later ones can still run)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
     notebooks = notebooks or notebooks_in_order()
     runs, ok = [], True
     for notebook in notebooks:
-        print(f"[course] {notebook.name} ({profile} profile)", flush=True)
+        print(f"[course] {notebook.name} ({profile} profile{f', seed {seed}' if seed else ''})", flush=True)
         metrics_file = out_dir / "metrics" / f"{notebook.stem}.json"
         metrics_file.unlink(missing_ok=True)  # never report a previous run's numbers
         start = time.perf_counter()
         status = "ok"
         try:
-            executed = execute_notebook(notebook, out_dir, profile, log_output=True)
+            executed = execute_notebook(notebook, out_dir, profile, log_output=True, seed=seed)
         except Exception as error:  # papermill's error carries the failing cell; report, then stop
             print(f"[course] {notebook.name} failed: {error}", file=sys.stderr)
             executed, status, ok = out_dir / notebook.name, "FAILED", False
@@ -76,9 +81,12 @@ def run_course(profile: str, out_dir: Path, notebooks: list[Path] | None = None)
                      "metrics": json.loads(metrics_file.read_text()) if ok and metrics_file.exists()
                      else None})
         print(f"[course] {notebook.name}: {status} in {seconds:.0f} s", flush=True)
-        if not ok:
+        if not ok and not keep_going:
             break
     atomic_write_text(out_dir / "REPORT.md", render_report(runs))
+    summary = [{key: run[key] for key in ("notebook", "status", "seconds")} for run in runs]
+    atomic_write_text(out_dir / "course.json", json.dumps({"profile": profile, "seed": seed, "notebooks": summary},
+                                                          indent=1))
     print(f"[course] report: {out_dir / 'REPORT.md'}")
     return ok
 
@@ -87,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     parser.add_argument("--out", type=Path, default=build_dir())
+    parser.add_argument("--seed", type=int, default=0, help="training seed (0: the course's runs)")
     parser.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args(argv)
-    return 0 if run_course(args.profile, args.out, args.notebooks or None) else 1
+    return 0 if run_course(args.profile, args.out, args.notebooks or None, args.seed) else 1
 
 
 if __name__ == "__main__":
