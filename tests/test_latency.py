@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from dyninf.backbones import cifar_resnet
-from dyninf.latency import (BATCH_ONE_IMAGES, compare_modes, measure_training_step, time_calls,
-                            timing_slices)
+from dyninf.latency import (BATCH_ONE_IMAGES, compare_modes, measure_training_step, speedup_verdict,
+                            time_calls, timing_slices, training_step_verdict)
 
 
 def test_training_step_timing_is_positive_and_trains_the_model():
@@ -87,3 +87,26 @@ def test_speedup_table_passes_fixed_decisions_with_their_images():
     one_by_one = {tuple(d[0]) for n, d in net.seen if n == 1}   # each image with its own row
     assert one_by_one == {tuple(row) for row in decisions.tolist()}
     assert all(d == decisions.tolist() for n, d in net.seen if n == 3)
+
+
+def test_speedup_verdict_says_faster_slower_or_about_as_fast_from_the_numbers():
+    import pandas as pd
+
+    table = pd.DataFrame({"batch": [1, 256, 1, 256], "mode": ["x masked", "x masked", "x skipped", "x skipped"],
+                          "speed-up": [0.95, 0.5, 1.71, 0.42], "ideal speed-up": [1.9, 1.9, 1.96, 1.96]})
+    cpu = speedup_verdict(table, "x skipped", "cpu")
+    assert cpu.startswith("On CPU") and "at batch 1 it ran 1.71x faster than the plain network (ideal 1.96x" in cpu
+    assert "at batch 256 it ran slower than (2.38x the time of) the plain network" in cpu
+    assert "bookkeeping" in cpu and "GPU" not in cpu
+    assert "about as fast as (0.95x)" in speedup_verdict(table, "x masked", "cpu")
+    quick = table.assign(**{"speed-up": [1.5, 1.5, 1.5, 1.5]})
+    assert "does not pay" not in speedup_verdict(quick, "x skipped", "cpu")
+    with pytest.raises(ValueError, match="no rows of mode 'y skipped'"):
+        speedup_verdict(table, "y skipped", "cpu")
+
+
+def test_training_step_verdict_by_hand():
+    assert "ran 1.23x faster than a plain one (time ratio 0.81; ideal, from MACs: 0.73)" in \
+        training_step_verdict(0.81, 0.73, "cpu", "stochastic-depth")
+    slow = training_step_verdict(1.04, 0.73, "cpu", "stochastic-depth")
+    assert "about as fast as (0.96x) a plain one" in slow and "Where stochastic-depth does not pay" in slow

@@ -4,7 +4,8 @@ import torch
 
 from dyninf.backbones import cifar_resnet
 from dyninf.data import synthetic_dataset
-from dyninf.lesion import lesion_accuracy, lesion_decisions, random_lesions, single_block_lesions
+from dyninf.lesion import (lesion_accuracy, lesion_decisions, random_lesions, random_paths_like,
+                           single_block_lesions)
 from dyninf.train import predict
 
 
@@ -45,3 +46,14 @@ def test_random_lesions_delete_k_distinct_candidates(setup):
         assert len(deleted) == len(set(deleted)) == k and set(deleted) <= set(candidates)
     again = random_lesions(net, data.test_images, data.test_labels, candidates, draws=3, seed=1)
     assert again.deleted.tolist() == table.deleted.tolist()
+
+
+def test_random_paths_keep_each_images_count_of_blocks_uniformly():
+    kept = torch.tensor([0, 9, 4, 1] * 500)
+    paths = random_paths_like(kept, 9, seed=3)
+    assert paths.shape == (2000, 9) and torch.equal(paths.sum(1), kept.float())
+    # every block equally likely: image 2's 4 of 9 blocks -> each kept 4/9 of the time
+    assert torch.allclose(paths[2::4].mean(0), torch.full((9,), 4 / 9), atol=0.08)
+    assert torch.equal(paths, random_paths_like(kept, 9, seed=3)) and not torch.equal(paths, random_paths_like(kept, 9, seed=4))
+    with pytest.raises(ValueError, match=r"whole numbers of blocks in \[0, 9\]"):
+        random_paths_like(torch.tensor([10]), 9)

@@ -36,3 +36,14 @@ def test_another_data_set_keeps_its_runs_apart_and_loads_that_data_set(monkeypat
     assert asked == ["cifar100"]
     with pytest.raises(ValueError, match="unknown data set 'mnist'"):
         paper.for_dataset("mnist")
+
+
+def test_another_seed_keeps_the_data_and_recipes_and_its_runs_apart():
+    quick, seeded = get_profile("quick"), get_profile("quick", seed=2)
+    assert (quick.seed, seeded.seed) == (0, 2) and seeded.train.seed == 2
+    assert (quick.runs, seeded.runs) == ("quick", "quick-seed2")
+    assert seeded.for_dataset("cifar100").runs == "quick-cifar100-seed2"
+    assert seeded.data_seed == quick.data_seed == 0     # the same subset: only training draws differ
+    assert seeded.with_seed(0) == quick and seeded.train.epochs == quick.train.epochs
+    with pytest.raises(ValueError, match="a seed must be an integer >= 0"):
+        quick.with_seed(-1)

@@ -165,3 +165,17 @@ def test_a_bottleneck_baseline_has_its_own_run(course):
     assert net.depth == 11 and (run_dir(profile, "resnet11_bottleneck") / "history.json").exists()
     from dyninf.trained import trained_plain_resnets
     assert trained_plain_resnets(profile) == {}      # not mistaken for a basic-block ResNet
+
+
+def test_another_seed_trains_every_recipe_with_that_seed_in_its_own_runs(course):
+    from dyninf.train import CHECKPOINT
+
+    profile, data = course
+    seeded = profile.with_seed(3)
+    net, _ = train_aig(seeded, data, 0.5, progress=False)    # its recipe has its own TrainConfig
+    saved = torch.load(run_dir(seeded, "resnet20_aig_t0.5") / CHECKPOINT, weights_only=True)["config"]
+    assert saved["seed"] == 3 and run_dir(seeded, "resnet20_aig_t0.5").parent.name == "quick-seed3"
+    assert (run_dir(seeded, "resnet20") / CHECKPOINT).exists() and not run_dir(profile, "resnet20").exists()
+    baseline_0 = train_baseline(profile, data, progress=False)[0]
+    baseline_3 = train_baseline(seeded, data, progress=False)[0]
+    assert not torch.equal(baseline_0.stem[0].weight, baseline_3.stem[0].weight)

@@ -16,9 +16,12 @@ from torch import nn
 from torch.utils import benchmark
 
 from dyninf.batches import model_inputs
+from dyninf.report import device_name
 
 BATCH_ONE_IMAGES = 16   # batch 1 cycles through this many images (and their decisions)
 ROUNDS = 3              # interleaved timing rounds; the fastest round counts
+# Timings of one run on a shared machine drift by about 10%: within it, "about as fast"
+TIMING_NOISE = 0.1
 
 
 def timing_slices(count: int, batch_size: int) -> list[slice]:
@@ -112,3 +115,47 @@ def measure_training_step(model: nn.Module, images: torch.Tensor, labels: torch.
     timer = benchmark.Timer(stmt="step()", globals={"step": step},
                             num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).mean
+
+
+def _pace(ratio: float) -> str:
+    """A measured speed ratio (> 1: faster) in words, with "about as fast" inside the noise."""
+    if ratio >= 1 + TIMING_NOISE:
+        return f"{ratio:.2f}x faster than"
+    if ratio <= 1 - TIMING_NOISE:
+        return f"slower than ({1 / ratio:.2f}x the time of)"
+    return f"about as fast as ({ratio:.2f}x)"
+
+
+def _why_not(device: torch.device | str, what: str) -> str:
+    if torch.device(device).type == "cuda":
+        return (f" Where {what} does not pay here, it is not the arithmetic: a GPU runs a small network's "
+                f"convolutions faster than the host can launch them, and skipping adds small operations "
+                f"(gathering, scattering, reading each block's decisions back to the host) that cost "
+                f"more time than the work they save.")
+    return (f" Where {what} does not pay here, its bookkeeping (gathering and scattering images, the "
+            f"decider's many small operations) costs more than the work it saves.")
+
+
+def speedup_verdict(table: pd.DataFrame, mode: str, device: torch.device | str) -> str:
+    """This run's measured speed-up of ``mode`` (rows of a ``speedup_table``) in words, batch size
+    by batch size: faster, slower or about as fast as the plain network (within the timing noise),
+    beside the ideal speed-up from MACs; and, where it does not pay, why on this kind of device."""
+    rows = table[table["mode"] == mode]
+    if rows.empty:
+        raise ValueError(f"no rows of mode {mode!r} in the table; modes: {sorted(table['mode'].unique())}")
+    parts = [f"at batch {row['batch']} it ran {_pace(row['speed-up'])} the plain network "
+             f"(ideal {row['ideal speed-up']:.2f}x from MACs)" for _, row in rows.iterrows()]
+    text = f"On {device_name(device)}, {mode}: " + "; ".join(parts) + "."
+    if (rows["speed-up"] < 1 + TIMING_NOISE).any():
+        text += _why_not(device, "skipping")
+    return text
+
+
+def training_step_verdict(ratio: float, ideal: float, device: torch.device | str, what: str) -> str:
+    """This run's measured time of a ``what`` training step over a plain one, in words."""
+    speed = 1 / ratio
+    text = (f"On {device_name(device)}, a {what} training step ran {_pace(speed)} a plain one "
+            f"(time ratio {ratio:.2f}; ideal, from MACs: {ideal:.2f}).")
+    if speed < 1 + TIMING_NOISE:
+        text += _why_not(device, what)
+    return text

@@ -49,3 +49,15 @@ def random_lesions(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             rows.append({"k": k, "draw": draw, "deleted": deleted,
                          "accuracy": lesion_accuracy(net, images, labels, deleted, **predict_kwargs)})
     return pd.DataFrame(rows)
+
+
+def random_paths_like(kept: torch.Tensor, num_blocks: int, seed: int = 0) -> torch.Tensor:
+    """(N, num_blocks) decisions in which image i keeps ``kept[i]`` blocks chosen uniformly at
+    random: BlockDrop's "RandomK" baseline, which spends exactly what a policy spent per image."""
+    kept = torch.as_tensor(kept)
+    if kept.dim() != 1 or ((kept < 0) | (kept > num_blocks) | (kept != kept.round())).any():
+        raise ValueError(f"kept must be a 1-d tensor of whole numbers of blocks in [0, {num_blocks}]")
+    generator = torch.Generator().manual_seed(seed)
+    # the blocks in a random order per image; keep the first kept[i] of them
+    ranks = torch.rand(len(kept), num_blocks, generator=generator).argsort(1).argsort(1)
+    return (ranks < kept.view(-1, 1).to(ranks.dtype)).float()

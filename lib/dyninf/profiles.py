@@ -29,12 +29,28 @@ class Profile:
     latency_batch_sizes: tuple[int, ...] = (1, 256)
     device: torch.device = field(default_factory=default_device)
     dataset: str = "cifar10"        # "cifar100": GaterNet's paper profile (see ``for_dataset``)
+    data_seed: int = 0              # draws the class-balanced subset: the same for every seed
+
+    @property
+    def seed(self) -> int:
+        """The seed of every training run of the profile (initialisation, batch order,
+        augmentation, a decider's noise); ``with_seed`` gives the profile another."""
+        return self.train.seed
 
     def load_data(self) -> ImageDataset:
-        """The profile's data set, cut to its class-balanced subset (the same one every time)."""
+        """The profile's data set, cut to its class-balanced subset (the same one every time,
+        whatever the training seed)."""
         return load_cifar(self.dataset).subset(self.train_per_class, self.test_per_class,
-                                               seed=self.train.seed,
+                                               seed=self.data_seed,
                                                held_out_per_class=self.held_out_per_class)
+
+    def with_seed(self, seed: int) -> "Profile":
+        """This profile with training seed ``seed`` and its own runs: the same recipes and data,
+        another draw of everything random in training (how far results move between seeds is
+        how far they can move between machines, whose floating-point rounding differs)."""
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"a seed must be an integer >= 0, got {seed!r}")
+        return replace(self, train=replace(self.train, seed=seed))
 
     def for_dataset(self, dataset: str) -> "Profile":
         """This profile on another data set (``"cifar10"`` or ``"cifar100"``), with its own runs."""
@@ -44,8 +60,10 @@ class Profile:
     @property
     def runs(self) -> str:
         """Sub-folder of ``runs/`` that holds this profile's trained networks (``paper-cifar100``
-        for another data set than CIFAR-10, so that its networks never mix with CIFAR-10's)."""
-        return self.name if self.dataset == "cifar10" else f"{self.name}-{self.dataset}"
+        for another data set than CIFAR-10, ``quick-seed2`` for another training seed than 0, so
+        that their networks never mix)."""
+        folder = self.name if self.dataset == "cifar10" else f"{self.name}-{self.dataset}"
+        return folder if self.seed == 0 else f"{folder}-seed{self.seed}"
 
 
 PROFILES = {
@@ -73,9 +91,11 @@ PROFILES = {
 }
 
 
-def get_profile(name: str, device: torch.device | str | None = None) -> Profile:
-    """The profile called ``name``, on ``device`` (default: CUDA when present, else the CPU)."""
+def get_profile(name: str, device: torch.device | str | None = None, seed: int = 0) -> Profile:
+    """The profile called ``name``, on ``device`` (default: CUDA when present, else the CPU), with
+    training seed ``seed``."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}")
     profile = PROFILES[name]
-    return replace(profile, device=torch.device(device)) if device else profile
+    profile = replace(profile, device=torch.device(device)) if device else profile
+    return profile.with_seed(seed) if seed != profile.seed else profile

@@ -3,6 +3,7 @@ reused by every notebook that needs them (and retrained only when missing)."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -28,9 +29,12 @@ def train_cached(profile: Profile, name: str, model: nn.Module, data: ImageDatas
                  config: TrainConfig | None = None, progress: bool = True,
                  **fit_kwargs) -> pd.DataFrame:
     """Train ``model`` as run ``name`` of ``profile``: loaded when complete, resumed when
-    interrupted, trained when missing. Returns the history. ``fit_kwargs`` go to ``fit``."""
-    return fit(model, data, config or profile.train, run_dir(profile, name), device=profile.device,
-               progress=progress, description=f"{name} ({profile.name})", **fit_kwargs)
+    interrupted, trained when missing. Returns the history. ``config`` (default: the profile's)
+    trains with the profile's seed. ``fit_kwargs`` go to ``fit``."""
+    config = replace(config or profile.train, seed=profile.seed)
+    seed = "" if profile.seed == 0 else f", seed {profile.seed}"
+    return fit(model, data, config, run_dir(profile, name), device=profile.device,
+               progress=progress, description=f"{name} ({profile.name}{seed})", **fit_kwargs)
 
 
 def train_baseline(profile: Profile, data: ImageDataset | None = None, depth: int | None = None,
@@ -39,7 +43,7 @@ def train_baseline(profile: Profile, data: ImageDataset | None = None, depth: in
     the 9n + 2 ResNets, run ``resnet<depth>_bottleneck``) and its history."""
     data = data if data is not None else profile.load_data()
     depth = depth or profile.depth
-    seed_everything(profile.train.seed)
+    seed_everything(profile.seed)
     net = cifar_resnet(depth, num_classes=len(data.classes), bottleneck=bottleneck)
     name = f"resnet{depth}_bottleneck" if bottleneck else f"resnet{depth}"
     return net, train_cached(profile, name, net, data, progress=progress)
@@ -66,7 +70,7 @@ def train_stochastic_depth(profile: Profile, data: ImageDataset | None = None, p
     """A ResNet of the profile's depth trained with batch-level stochastic depth (dropped blocks
     not computed); in eval mode it is a plain ResNet."""
     data = data if data is not None else profile.load_data()
-    seed_everything(profile.train.seed)
+    seed_everything(profile.seed)
     backbone = cifar_resnet(profile.depth, num_classes=len(data.classes))
     net = DynamicNetwork(backbone, StochasticDepth(backbone.num_blocks, p_last, mode="batch"),
                          train_mode="skipped", eval_mode="skipped")
@@ -111,7 +115,7 @@ def _backbone_to_gate(profile: Profile, data: ImageDataset, schedule: dict,
     default the profile's depth)."""
     if schedule["finetune"]:
         return train_baseline(profile, data, progress=progress)[0]
-    seed_everything(profile.train.seed)
+    seed_everything(profile.seed)
     return cifar_resnet(schedule.get("backbone_depth", profile.depth), len(data.classes),
                         bottleneck=schedule.get("backbone_bottleneck", False))
 
@@ -125,7 +129,7 @@ def train_aig(profile: Profile, data: ImageDataset | None = None, target: float 
     data = data if data is not None else profile.load_data()
     schedule = AIG_SCHEDULES[profile.name]
     backbone = _backbone_to_gate(profile, data, schedule, progress)
-    seed_everything(profile.train.seed)
+    seed_everything(profile.seed)
     net = DynamicNetwork(backbone, AIGGates(backbone), train_mode="masked", eval_mode="skipped")
 
     def target_loss(model, images, labels, logits):
@@ -135,7 +139,7 @@ def train_aig(profile: Profile, data: ImageDataset | None = None, target: float 
     history = train_cached(profile, name, net, data, schedule["config"], progress,
                            extra_losses={"target_loss": target_loss})
     if calibrate:
-        calibrate_thresholds(net, calibration_images(data, profile.train.seed), target, profile.device)
+        calibrate_thresholds(net, calibration_images(data, profile.seed), target, profile.device)
     return net, history
 
 
@@ -179,7 +183,7 @@ def train_gaternet(profile: Profile, data: ImageDataset | None = None, sparsity_
         depth, bottleneck = scratch_backbone
         schedule = dict(schedule, finetune=False, backbone_depth=depth, backbone_bottleneck=bottleneck)
     backbone = _backbone_to_gate(profile, data, schedule, progress)
-    seed_everything(profile.train.seed)
+    seed_everything(profile.seed)
     gater = Gater.for_backbone(backbone, depth=schedule["gater_depth"], width=schedule["gater_width"],
                                bottleneck=schedule["bottleneck"])
     net = DynamicNetwork(backbone, gater, train_mode="masked", eval_mode="skipped")
@@ -208,7 +212,7 @@ def train_wider(profile: Profile, parameters: int, data: ImageDataset | None = N
     ``parameters`` parameters, trained like the baseline."""
     data = data if data is not None else profile.load_data()
     width = wider_width(profile.depth, parameters)
-    seed_everything(profile.train.seed)
+    seed_everything(profile.seed)
     net = cifar_resnet(profile.depth, num_classes=len(data.classes), width=width)
     return net, train_cached(profile, f"resnet{profile.depth}_wider{width}", net, data, progress=progress)
 
@@ -276,7 +280,7 @@ def train_blockdrop(profile: Profile, data: ImageDataset | None = None, penalty:
     check_penalty(penalty)
     data = data if data is not None else profile.load_data()
     backbone = train_baseline(profile, data, depth, progress=progress)[0]
-    seed_everything(profile.train.seed)
+    seed_everything(profile.seed)
     policy = BlockDropPolicy.for_backbone(backbone, depth=schedule["policy_depth"],
                                           width=schedule["policy_width"], alpha=schedule["alpha"])
     net = DynamicNetwork(backbone, policy, train_mode="skipped", eval_mode="skipped").freeze_backbone()

@@ -1,0 +1,61 @@
+"""The seed spread: collected from course runs by hand, written, and read back by the notebooks."""
+import json
+import re
+
+import pytest
+
+from dyninf.paths import course_root
+from dyninf.profiles import get_profile
+from dyninf.spread import collect, measured_spread, spread_markdown, spread_note, spread_path
+
+
+def _metrics(folder, notebook, values, device="CPU (x86_64, 2 threads)"):
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"notebook": notebook, "profile": "quick", "device": device, "torch": "2.14.1",
+               "metrics": [{"name": name, "value": value, "unit": "s" if "seconds" in name else ""}
+                           for name, value in values.items()]}
+    (folder / f"{notebook}.json").write_text(json.dumps(payload))
+
+
+def test_collect_summarises_every_numeric_metric_over_the_seeds(tmp_path):
+    for seed, accuracy in [(0, 64.0), (1, 66.0), (2, 68.0)]:
+        _metrics(tmp_path / f"s{seed}", "00_x", {"accuracy": accuracy, "label": "text", "flag": True,
+                                                  "epoch seconds": 20.0 + seed, "training time ratio": 0.8,
+                                                  **({"only seed 0": 1.5} if seed == 0 else {})})
+    spread = collect({seed: tmp_path / f"s{seed}" for seed in (0, 1, 2)})
+    accuracy = spread["metrics"]["00_x: accuracy"]
+    assert accuracy["values"] == {"0": 64.0, "1": 66.0, "2": 68.0}
+    assert (accuracy["mean"], accuracy["sd"], accuracy["min"], accuracy["max"]) == (66.0, 2.0, 64.0, 68.0)
+    # text, booleans and timings (the machine's load moves those) left out
+    assert set(spread["metrics"]) == {"00_x: accuracy", "00_x: only seed 0"}
+    assert spread["metrics"]["00_x: only seed 0"]["sd"] == 0.0 and spread["seeds"] == [0, 1, 2]
+    table = spread_markdown("quick", spread)
+    assert "| 00_x: accuracy | 64 | 66 | 68 | 66 | 2 |" in table and "| 00_x: only seed 0 | 1.5 | nan | nan |" in table
+    with pytest.raises(ValueError, match="no metrics JSON in .* seed 5"):
+        collect({5: tmp_path / "missing"})
+
+
+def test_notebooks_read_the_shipped_spread_or_say_none_was_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNINF_HOME", str(tmp_path))
+    assert measured_spread("quick", "00_x", "accuracy") is None
+    assert spread_note("quick", "00_x", "accuracy") == "accuracy: no seed spread measured for the 'quick' profile"
+    for seed, accuracy in [(0, 64.0), (1, 66.5)]:
+        _metrics(tmp_path / f"s{seed}", "00_x", {"accuracy": accuracy})
+    spread_path("quick").parent.mkdir(parents=True)
+    spread_path("quick").write_text(json.dumps(collect({0: tmp_path / "s0", 1: tmp_path / "s1"})))
+    assert spread_note("quick", "00_x", "accuracy", "%", digits=1) == \
+        "accuracy across seeds 0, 1: 64.0, 66.5% (mean 65.2, sd 1.8)"
+
+
+def test_every_spread_a_notebook_shows_is_in_the_shipped_file():
+    shipped = json.loads(spread_path("quick").read_text())
+    assert shipped["seeds"] == [0, 1, 2]
+    calls = re.compile(r'spread_note\(P\.name, "([^"]+)", f?"([^"]+)"')
+    depth = get_profile("quick").depth
+    asked = [(notebook, metric.replace("{P.depth}", str(depth)))
+             for path in sorted((course_root() / "notebooks").glob("*.ipynb"))
+             for notebook, metric in calls.findall(path.read_text().replace('\\"', '"'))]
+    assert len(asked) >= 10
+    for notebook, metric in asked:
+        found = shipped["metrics"].get(f"{notebook}: {metric}")
+        assert found is not None and len(found["values"]) == 3, (notebook, metric)
