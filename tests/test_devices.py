@@ -105,6 +105,25 @@ def test_mode_agreement_of_every_decider_kind_and_of_fixed_decisions(device):
     assert agreement["agree"] and agreement["same decisions when each mode decides"] == 1.0
 
 
+def test_mode_agreement_compares_the_same_decisions_when_masked_mode_decides_otherwise():
+    class Alternating(torch.nn.Module):
+        """Runs every other image, a different half on each forward pass (as a gate tipping would)."""
+
+        def __init__(self):
+            super().__init__()
+            self.passes = 0
+
+        def forward(self, index, block_input):
+            self.passes += index == 0
+            decisions = torch.zeros(len(block_input))
+            decisions[self.passes % 2::2] = 1
+            return decisions
+
+    net = DynamicNetwork(settled_resnet(8), Alternating())
+    agreement = mode_agreement(net, _images(32), device="cpu")
+    assert agreement["same decisions when each mode decides"] == 0.0 and agreement["agree"], agreement
+
+
 def test_mode_agreement_catches_a_skipped_mode_that_computes_something_else(monkeypatch):
     images = _images(32)
     net = settled_resnet(8)
