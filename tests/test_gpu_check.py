@@ -15,8 +15,9 @@ def test_pinned_versions_report_found_differing_and_missing_packages(tmp_path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(f"# a comment\npytest=={version('pytest')}   # why\ntorch==0.0.1\n"
                             "no-such-package-here==1.0\nnumpy\n")
+    torch_found = version("torch").split("+")[0]   # a CUDA build's local label (+cu130) is not part of the pin
     assert gpu_check.pinned_versions(requirements) == [
-        ("pytest", version("pytest"), version("pytest")), ("torch", "0.0.1", version("torch")),
+        ("pytest", version("pytest"), version("pytest")), ("torch", "0.0.1", torch_found),
         ("no-such-package-here", "1.0", "missing")]
 
 
@@ -71,3 +72,11 @@ def test_the_dry_run_passes_on_a_cpu_and_archives_what_it_produced(tmp_path):
         names = set(tar.getnames())
     assert {"gpu-check/SUMMARY.md", "gpu-check/course/00_resnet_baseline.ipynb", "gpu-check/course/REPORT.md",
             "gpu-check/bench/skipping-quick.json", "gpu-check/unit-tests.log"} <= names
+
+
+def test_a_local_version_label_is_not_a_different_version(tmp_path, monkeypatch):
+    # A CUDA build of PyTorch reports 2.14.1+cu130: that is the pinned 2.14.1, not a mismatch.
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("torch==2.14.1\n")
+    monkeypatch.setattr(gpu_check, "version", lambda name: "2.14.1+cu130")
+    assert gpu_check.pinned_versions(requirements) == [("torch", "2.14.1", "2.14.1")]

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from dyninf.io import atomic_write_text
 from dyninf.paths import build_dir, course_root
+from dyninf.report import device_name
 
 NOTEBOOK_PACKAGES = ("papermill", "nbconvert", "ipykernel", "nbformat")   # the course step needs these
 BENCH_SUMMARY = re.compile(r"^realized/ideal speed-up .*$", re.MULTILINE)
@@ -50,7 +51,8 @@ class Step:
 
 
 def pinned_versions(requirements: Path) -> list[tuple[str, str, str]]:
-    """(package, pinned version, version found here or "missing") for each pin of requirements.txt."""
+    """(package, pinned version, version found here or "missing") for each pin of requirements.txt;
+    the found version without its local label (``2.14.1+cu130`` is the pinned ``2.14.1``)."""
     rows = []
     for line in requirements.read_text().splitlines():
         spec = line.split("#")[0].strip()
@@ -58,7 +60,7 @@ def pinned_versions(requirements: Path) -> list[tuple[str, str, str]]:
             continue
         name, pinned = (part.strip() for part in spec.split("==", 1))
         try:
-            found = version(name)
+            found = version(name).split("+")[0]
         except PackageNotFoundError:
             found = "missing"
         rows.append((name, pinned, found))
@@ -69,7 +71,7 @@ def environment() -> dict:
     import torch
 
     cuda = torch.cuda.is_available()
-    return {"device": torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.machine()}, no CUDA)",
+    return {"device": device_name("cuda" if cuda else "cpu") + ("" if cuda else ", no CUDA"),
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda if cuda else None, "cuda_available": cuda,
             "packages": pinned_versions(course_root() / "requirements.txt")}
