@@ -83,8 +83,9 @@ def trained_cases(profile, data, images, batch_sizes, min_run_time) -> list[dict
     from dyninf.frontier import trained_networks
 
     rows = []
-    for method, name, net in trained_networks(profile, data, ("SD", "AIG", "GaterNet", "BlockDrop")):
-        net = net.to(images.device, memory_format=torch.channels_last)
+    for trained in trained_networks(profile, data, ("SD", "AIG", "GaterNet", "BlockDrop")):
+        method, name = trained.method, trained.name
+        net = trained.net.to(images.device, memory_format=torch.channels_last)
         backbone = net.backbone
         if method == "SD":   # every block runs at test time: time test-time dropping at its p_l
             survival = net.decider.survival.cpu()

@@ -1,10 +1,12 @@
 """The notebooks, executed end to end as a reader would run them (quick profile)."""
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from dyninf.course import execute_notebook, notebooks_in_order, run_course
+from dyninf.paths import course_root
 
 NOTEBOOKS = notebooks_in_order()
 KEEP_OUTPUT_TAG = "nbval-check-output"  # cells whose deterministic output is committed on purpose
@@ -25,6 +27,41 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(notebook):
     assert "quick" in nb.cells[0].source and "standard" in nb.cells[0].source  # says what each needs
 
 
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_opens_with_goals_and_times_and_ends_with_a_summary(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    opening, closing = nb.cells[0].source, nb.cells[-1].source
+    for part in ("**Learning goals.**", "**Prerequisites.**", "](https://arxiv.org/abs/", "| measured time |",
+                 "2-core AMD EPYC"):
+        assert part in opening, f"{notebook.name} opens without {part!r}"
+    assert nb.cells[-1].cell_type == "markdown" and closing.startswith("## Summary"), notebook.name
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_mechanisms_are_shown_from_the_library_and_every_cost_plot_is_followed_by_a_notice(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    if not notebook.name.startswith("05"):   # 00-04 teach a mechanism; 05 compares them
+        assert any("show_source(" in source for source in code), f"{notebook.name} shows no library source"
+    for cell, following in zip(nb.cells, nb.cells[1:]):
+        if cell.cell_type == "code" and "plot_accuracy_against_macs(" in cell.source:
+            assert following.cell_type == "markdown" and following.source.startswith("**Notice:**"), notebook.name
+
+
+def _no_residue_of_the_machine(executed, notebook, *paths) -> None:
+    """What an executed copy must not show: progress-bar residue, warnings on stderr, absolute paths
+    of the machine that ran it."""
+    text = nbformat.writes(executed)
+    for path in {str(p) for p in paths}:
+        assert path not in text, f"{notebook.name}: the executed copy names {path}"
+    for cell in executed.cells:
+        for output in cell.get("outputs", []):
+            assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {}), cell.source[:60]
+            if output.output_type == "stream":
+                assert output.name == "stdout", f"{notebook.name}: stderr in {cell.source[:60]!r}: {output.text[:200]}"
+                assert "%|" not in output.text, f"{notebook.name}: progress-bar residue: {output.text[:200]}"
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom_in_the_quick_profile(notebook, tmp_path, monkeypatch):
@@ -36,6 +73,8 @@ def test_notebook_runs_top_to_bottom_in_the_quick_profile(notebook, tmp_path, mo
     executed = nbformat.read(tmp_path / notebook.name, as_version=4)
     figures = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(figures) >= 2, "the executed notebook shows no figures"
+    _no_residue_of_the_machine(executed, notebook, course_root(), tmp_path, Path.home())
+    assert executed.metadata.papermill.input_path == f"notebooks/{notebook.name}"
     metrics = json.loads((tmp_path / "metrics" / f"{notebook.stem}.json").read_text())
     assert metrics["profile"] == "quick" and metrics["metrics"]
     assert "| ok |" in (tmp_path / "REPORT.md").read_text()

@@ -195,3 +195,31 @@ def test_a_damaged_checkpoint_names_its_run_folder_and_what_to_do(data, tmp_path
     checkpoint.write_bytes(content[:len(content) // 2] if damage == "truncate" else b"not a checkpoint")
     with pytest.raises(train_module.DamagedRunError, match=rf"{tmp_path / 'run'}.*Delete the folder"):
         fit(_net(), data, TrainConfig(epochs=1, batch_size=32), tmp_path / "run", progress=False, device="cpu")
+
+
+def test_progress_as_lines_prints_one_line_per_training_and_no_bars(data, monkeypatch, capsys):
+    config = TrainConfig(epochs=2, batch_size=32, lr=0.05)
+    monkeypatch.setenv("DYNINF_PROGRESS", "lines")
+    fit(_net(), data, config, device="cpu", description="tiny")
+    shown = capsys.readouterr()
+    assert shown.err == "" and shown.out.splitlines() == [shown.out.strip()]
+    assert shown.out.startswith("tiny: trained; 2 epochs, test accuracy")
+    monkeypatch.setenv("DYNINF_PROGRESS", "bars")
+    fit(_net(), data, config, device="cpu", description="tiny")
+    assert "%|" in capsys.readouterr().err          # the bars, where a terminal shows them
+
+
+def test_a_loaded_run_is_named_relative_to_the_course(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DYNINF_HOME", str(tmp_path))
+    monkeypatch.setenv("DYNINF_PROGRESS", "lines")
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.05)
+    fit(_net(), data, config, tmp_path / "runs" / "tiny", device="cpu", description="tiny")
+    fit(_net(), data, config, tmp_path / "runs" / "tiny", device="cpu", description="tiny")
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("tiny: loaded from runs/tiny;") and str(tmp_path) not in last
+
+
+def test_an_unknown_progress_style_is_a_clear_error(data, monkeypatch):
+    monkeypatch.setenv("DYNINF_PROGRESS", "fancy")
+    with pytest.raises(ValueError, match=r"DYNINF_PROGRESS must be one of \('bars', 'lines'\), got 'fancy'"):
+        fit(_net(), data, CONFIG, device="cpu")

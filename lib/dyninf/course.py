@@ -10,13 +10,15 @@ status and time). Stops at the first notebook that fails
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from dyninf.io import atomic_write_text
-from dyninf.paths import build_dir, course_root
+from dyninf.paths import build_dir, course_root, shown_path
 from dyninf.profiles import PROFILES
 from dyninf.report import render_report
 
@@ -36,12 +38,41 @@ def execute_notebook(notebook: Path, out_dir: Path, profile: str = "quick",
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / notebook.name
-    papermill.execute_notebook(
-        str(notebook), str(executed), cwd=str(notebook.parent), kernel_name="python3",
-        parameters={"profile": profile, "seed": seed,
-                    "metrics_path": str(out_dir / "metrics" / f"{notebook.stem}.json")},
-        progress_bar=False, log_output=log_output)
+    # relative to the kernel's folder, so that the executed copy names no path of this machine
+    metrics = os.path.relpath(out_dir / "metrics" / f"{notebook.stem}.json", notebook.parent)
+    with _kernel_environment(DYNINF_PROGRESS="lines"):   # one line per training, no bars' residue
+        papermill.execute_notebook(
+            str(notebook), str(executed), cwd=str(notebook.parent), kernel_name="python3",
+            parameters={"profile": profile, "seed": seed, "metrics_path": metrics},
+            progress_bar=False, log_output=log_output)
+    _record_relative_paths(executed, notebook)
     return executed
+
+
+@contextlib.contextmanager
+def _kernel_environment(**variables: str):
+    """Set environment variables for the kernels started inside (they inherit this process's)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _record_relative_paths(executed: Path, notebook: Path) -> None:
+    """papermill records where it read and wrote the notebook as given (absolute); keep them
+    relative to the course, as the rest of the executed copy is."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    record = nb.metadata.get("papermill", {})
+    record["input_path"], record["output_path"] = shown_path(notebook), executed.name
+    atomic_write_text(executed, nbformat.writes(nb))
 
 
 def render_html(executed: Path) -> Path:

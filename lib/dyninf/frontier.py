@@ -1,8 +1,11 @@
-"""Accuracy against mean MACs per image for the networks of a profile that are already trained:
-the points every notebook puts its own results beside. Nothing is trained here; a method whose
-runs are missing is simply absent."""
+"""Accuracy against mean MACs per image for the networks of a profile that are already trained,
+and the static frontier they are judged against: the points every notebook puts its own results
+beside. Nothing is trained here; a method whose runs are missing is simply absent."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -12,17 +15,30 @@ from dyninf.data import ImageDataset
 from dyninf.dynamic import predict_with_decisions, spent_macs
 from dyninf.profiles import Profile
 from dyninf.train import predict
-from dyninf.trained import (GATERNET_SCHEDULES, finished_runs, train_aig, train_baseline, train_blockdrop,
+from dyninf.trained import (AIG_SCHEDULES, GATERNET_SCHEDULES, finished_runs, train_aig, train_baseline, train_blockdrop,
                             train_gaternet, train_stochastic_depth, trained_plain_resnets)
+from dyninf.uncertainty import SIGNIFICANT, binomial_standard_error, difference_standard_error
 
 METHODS = ("plain", "SD", "AIG", "GaterNet", "BlockDrop")
-COLUMNS = ["method", "network", "mean MACs (M)", "accuracy (%)"]
+COLUMNS = ["method", "network", "mean MACs (M)", "accuracy (%)", "standard error (points)",
+           "training epochs", "control"]
+MACS, ACCURACY = "mean MACs (M)", "accuracy (%)"
 
 
-def network_point(method: str, network: str, net: nn.Module, data: ImageDataset,
-                  device: torch.device | str | None = None) -> dict:
-    """A network's test accuracy and the MACs it spends per image on average: for a dynamic
-    network with a costed decider, what each image ran plus the decider; else the whole network."""
+@dataclass(frozen=True)
+class TrainedNetwork:
+    method: str          # one of METHODS
+    name: str
+    net: nn.Module
+    epochs: int          # training epochs in all, the pretrained backbone's included
+    control: bool = False   # a control run, not a dynamic method (GaterNet without its L1 term)
+
+
+def network_point(network: TrainedNetwork, data: ImageDataset, device: torch.device | str | None = None) -> dict:
+    """A network's test accuracy (with its binomial standard error) and the MACs it spends per
+    image on average: for a dynamic network with a costed decider, what each image ran plus the
+    decider; else the whole network."""
+    net = network.net
     decider = getattr(net, "decider", None)
     if hasattr(decider, "macs_and_params"):
         logits, decisions = predict_with_decisions(net, data.test_images, device=device)
@@ -30,44 +46,138 @@ def network_point(method: str, network: str, net: nn.Module, data: ImageDataset,
     else:   # a plain ResNet, or stochastic depth (every block runs at test time)
         logits = predict(net, data.test_images, device=device)
         macs = network_cost(getattr(net, "backbone", net)).total_macs
-    return {"method": method, "network": network, "mean MACs (M)": macs / 1e6,
-            "accuracy (%)": 100 * (logits.argmax(1) == data.test_labels).float().mean().item()}
+    accuracy = (logits.argmax(1) == data.test_labels).float().mean().item()
+    return {"method": network.method, "network": network.name, MACS: macs / 1e6, ACCURACY: 100 * accuracy,
+            "standard error (points)": 100 * binomial_standard_error(accuracy, len(data.test_labels)),
+            "training epochs": network.epochs, "control": network.control}
 
 
-def trained_networks(profile: Profile, data: ImageDataset, methods=METHODS) -> list[tuple[str, str, nn.Module]]:
-    """(method, name, network) for each trained network of ``methods``, loaded in eval mode:
-    plain ResNets of every depth, stochastic depth, AIG per target rate, GaterNet per L1 weight,
+def trained_networks(profile: Profile, data: ImageDataset, methods=METHODS) -> list[TrainedNetwork]:
+    """Each trained network of ``methods``, loaded in eval mode: plain ResNets of every depth,
+    stochastic depth, AIG per target rate, GaterNet per L1 weight (λ = 0 is the control),
     BlockDrop per penalty."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; known: {METHODS}")
     found = []
+    pretrained = profile.train.epochs   # the baseline that finetuned methods start from
+
+    def add(method, name, trained, start_epochs=0, control=False):
+        net, history = trained
+        found.append(TrainedNetwork(method, name, net.eval(), start_epochs + len(history), control))
+
     if "plain" in methods:
         for depth in trained_plain_resnets(profile):
-            found.append(("plain", f"plain ResNet-{depth}", train_baseline(profile, data, depth, progress=False)[0]))
+            add("plain", f"plain ResNet-{depth}", train_baseline(profile, data, depth, progress=False))
     if "SD" in methods:
         for match in finished_runs(profile, rf"resnet{profile.depth}_sd_pL([\d.]+)"):
-            net, _ = train_stochastic_depth(profile, data, float(match[1]), progress=False)
-            found.append(("SD", f"SD ResNet-{profile.depth}, p_L = {match[1]}", net))
+            add("SD", f"SD ResNet-{profile.depth}, p_L = {match[1]}",
+                train_stochastic_depth(profile, data, float(match[1]), progress=False))
     if "AIG" in methods:
         for match in finished_runs(profile, rf"resnet{profile.depth}_aig_t([\d.]+)"):
-            found.append(("AIG", f"AIG, t = {match[1]}", train_aig(profile, data, float(match[1]), progress=False)[0]))
+            from_baseline = pretrained if AIG_SCHEDULES[profile.name]["finetune"] else 0
+            add("AIG", f"AIG, t = {match[1]}", train_aig(profile, data, float(match[1]), progress=False), from_baseline)
     if "GaterNet" in methods:
-        from_scratch = not GATERNET_SCHEDULES[profile.name]["finetune"]
+        finetuned = GATERNET_SCHEDULES[profile.name]["finetune"]
         for match in finished_runs(profile, r"resnet(\d+)(_bottleneck)?_gaternet_l([\d.]+)"):
-            backbone = (int(match[1]), bool(match[2])) if from_scratch else None
-            net, _ = train_gaternet(profile, data, float(match[3]), progress=False, scratch_backbone=backbone)
-            name = f"GaterNet ResNet-{match[1]}, λ = {match[3]}" if from_scratch else f"GaterNet, λ = {match[3]}"
-            found.append(("GaterNet", name, net))
+            backbone = None if finetuned else (int(match[1]), bool(match[2]))
+            weight = float(match[3])
+            name = f"GaterNet, λ = {match[3]}" if finetuned else f"GaterNet ResNet-{match[1]}, λ = {match[3]}"
+            add("GaterNet", name + (" (control: no L1 term)" if weight == 0 else ""),
+                train_gaternet(profile, data, weight, progress=False, scratch_backbone=backbone),
+                pretrained if finetuned else 0, control=weight == 0)
     if "BlockDrop" in methods:
         for match in finished_runs(profile, r"resnet(\d+)_blockdrop_g([\d.]+)"):
-            net, _ = train_blockdrop(profile, data, float(match[2]), progress=False, depth=int(match[1]))
-            found.append(("BlockDrop", f"BlockDrop ResNet-{match[1]}, γ = {match[2]}", net))
-    return [(method, name, net.eval()) for method, name, net in found]
+            add("BlockDrop", f"BlockDrop ResNet-{match[1]}, γ = {match[2]}",
+                train_blockdrop(profile, data, float(match[2]), progress=False, depth=int(match[1])), pretrained)
+    return found
 
 
 def trained_points(profile: Profile, data: ImageDataset, methods=METHODS) -> pd.DataFrame:
     """One row (``COLUMNS``) per trained network of ``methods`` (see ``trained_networks``)."""
-    rows = [network_point(method, name, net, data, profile.device)
-            for method, name, net in trained_networks(profile, data, methods)]
+    rows = [network_point(network, data, profile.device) for network in trained_networks(profile, data, methods)]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def static_frontier(points: pd.DataFrame, cost: str = MACS) -> pd.DataFrame:
+    """The plain networks that no cheaper plain network beats in accuracy, by increasing ``cost``."""
+    plain = points[points.method == "plain"].sort_values(cost)
+    return plain[plain[ACCURACY] > plain[ACCURACY].cummax().shift(fill_value=-1.0)]
+
+
+def frontier_accuracy(frontier: pd.DataFrame, cost_value: float, chance: float, cost: str = MACS) -> float:
+    """The static frontier's accuracy (%) at ``cost_value``: linear between its plain networks,
+    flat beyond the last, and below the first the line from (0, ``chance`` %) to it."""
+    xs = np.concatenate([[0.0], frontier[cost].to_numpy()])
+    ys = np.concatenate([[chance], frontier[ACCURACY].to_numpy()])
+    return float(np.interp(cost_value, xs, ys))
+
+
+def judge_against_frontier(points: pd.DataFrame, chance: float, images: int, cost: str = MACS) -> pd.DataFrame:
+    """``points`` with the frontier's accuracy at each network's cost, the difference ("above
+    frontier (points)") and a verdict: "above" or "below" only where the difference exceeds
+    ``SIGNIFICANT`` standard errors, else "within error"; plain networks are "static". Needs at
+    least two plain networks: one point is not a frontier."""
+    frontier = static_frontier(points, cost)
+    if len(frontier) < 2:
+        raise ValueError(f"a static frontier needs at least 2 plain networks that no cheaper one beats; "
+                         f"found {len(frontier)}: {frontier.network.tolist()}")
+    judged = points.copy()
+    judged["frontier accuracy (%)"] = judged[cost].map(lambda value: frontier_accuracy(frontier, value, chance, cost))
+    judged["above frontier (points)"] = judged[ACCURACY] - judged["frontier accuracy (%)"]
+
+    def verdict(row):
+        if row.method == "plain":
+            return "static"
+        error = 100 * difference_standard_error(row[ACCURACY] / 100, row["frontier accuracy (%)"] / 100, images)
+        if abs(row["above frontier (points)"]) <= SIGNIFICANT * error:
+            return "within error"
+        return "above" if row["above frontier (points)"] > 0 else "below"
+    judged["verdict"] = judged.apply(verdict, axis=1)
+    return judged
+
+
+def cost_sentences(points: pd.DataFrame, reference: str, images: int) -> list[str]:
+    """One sentence per dynamic network (or control) in ``points``, against ``reference``, a plain
+    network in ``points``: the MACs it spent against the reference's, said plainly when it spent
+    more, and its accuracy against the reference's beside the standard error of the difference."""
+    ref = points.set_index("network").loc[reference]
+    sentences = []
+    for _, row in points[points.method != "plain"].iterrows():
+        ratio = row[MACS] / ref[MACS]
+        if abs(ratio - 1) < 0.005:
+            spent = f"spent the same MACs per image as the {reference} ({ref[MACS]:.2f} M)"
+        elif ratio > 1:
+            spent = (f"**spent more MACs than the {reference}**: {row[MACS]:.2f} M per image against "
+                     f"{ref[MACS]:.2f} M ({100 * (ratio - 1):.0f}% more)")
+        else:
+            spent = (f"spent {row[MACS]:.2f} M MACs per image, {100 * (1 - ratio):.0f}% fewer than the "
+                     f"{reference} ({ref[MACS]:.2f} M)")
+        difference = row[ACCURACY] - ref[ACCURACY]
+        error = 100 * difference_standard_error(row[ACCURACY] / 100, ref[ACCURACY] / 100, images)
+        if abs(difference) <= SIGNIFICANT * error:
+            accuracy = f"within sampling error of it in accuracy ({difference:+.1f} points, standard error {error:.1f})"
+        else:
+            accuracy = (f"{abs(difference):.1f} points {'more' if difference > 0 else 'less'} accurate "
+                        f"(standard error {error:.1f})")
+        sentences.append(f"{row.network} {spent}, and was {accuracy}.")
+    return sentences
+
+
+def frontier_sentences(judged: pd.DataFrame) -> list[str]:
+    """What ``judge_against_frontier`` found, one sentence per verdict, controls apart."""
+    dynamic = judged[(judged.method != "plain") & ~judged.control.astype(bool)]
+    sentences = []
+    for verdict, words in [("above", f"above the static frontier by more than {SIGNIFICANT:g} standard errors"),
+                           ("within error", "within sampling error of the static frontier"),
+                           ("below", f"below the static frontier by more than {SIGNIFICANT:g} standard errors")]:
+        rows = dynamic[dynamic.verdict == verdict]
+        if len(rows):
+            listed = "; ".join(f"{r.network} ({r['above frontier (points)']:+.1f} points)" for _, r in rows.iterrows())
+            sentences.append(f"{len(rows)} of {len(dynamic)} dynamic networks {'lies' if len(rows) == 1 else 'lie'} "
+                             f"{words}: {listed}.")
+    for _, row in judged[judged.control.astype(bool)].iterrows():
+        sentences.append(f"{row.network} is a control, not a dynamic method ({row['above frontier (points)']:+.1f} "
+                         "points against the frontier): it shows what the extra training and the decider's "
+                         "parameters give without the pressure to save work.")
+    return sentences

@@ -25,3 +25,13 @@ def runs_dir() -> Path:
 
 def build_dir() -> Path:
     return course_root() / "build"
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as the course shows it: relative to the course checkout when inside it, so that
+    executed notebooks and logs carry no machine's absolute paths."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(course_root()).as_posix()
+    except ValueError:
+        return path.name

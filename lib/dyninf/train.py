@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from dyninf.batches import Batches, model_inputs
 from dyninf.data import ImageDataset
 from dyninf.io import atomic_torch_save, atomic_write_text
+from dyninf.paths import shown_path
 from dyninf.precision import autocast
 
 SCHEDULES = ("onecycle", "step")
@@ -141,6 +142,20 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             "accuracy": (logits.argmax(1) == labels).float().mean().item()}
 
 
+PROGRESS_STYLES = ("bars", "lines")
+
+
+def progress_style() -> str:
+    """How training shows progress: ``bars`` (tqdm, the default, live in Jupyter and terminals) or
+    ``lines`` (one line per training, no bars), from ``$DYNINF_PROGRESS``. The course runner asks for
+    lines: a notebook executed by papermill keeps every bar's first frame as an output, which the
+    executed copy and its HTML then show as rows of "0%|"."""
+    style = os.environ.get("DYNINF_PROGRESS", "bars")
+    if style not in PROGRESS_STYLES:
+        raise ValueError(f"DYNINF_PROGRESS must be one of {PROGRESS_STYLES}, got {style!r}")
+    return style
+
+
 def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
         run_dir: str | os.PathLike | None = None, *, device: torch.device | str | None = None,
         forward: Forward | None = None, extra_losses: Mapping[str, ExtraLoss] | None = None,
@@ -174,13 +189,14 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
         seed_everything(config.seed)
 
     trained_before = len(history)
+    bars = progress and progress_style() == "bars"
     epochs = tqdm(range(config.epochs), desc=description, initial=len(history),
-                  total=config.epochs, disable=not progress, unit="epoch")
+                  total=config.epochs, disable=not bars, unit="epoch")
     for epoch in range(len(history), config.epochs):
         epoch_info = dict((on_epoch_start(model, epoch) if on_epoch_start else None) or {})
         epochs.set_postfix(epoch_info)
         row = {**epoch_info, **_train_one_epoch(model, train_batches, epoch, optimizer, scheduler,
-                                                forward, extra_losses, metrics, device, progress)}
+                                                forward, extra_losses, metrics, device, bars)}
         scores = evaluate(model, data.test_images, data.test_labels, device=device,
                           forward=forward)
         row.update(test_loss=scores["loss"], test_accuracy=scores["accuracy"])
@@ -194,7 +210,7 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
     model.eval()
     if progress:  # a plain line that stays readable in executed notebooks, where bars do not
         last = history[-1]
-        print(f"{description}: {'loaded from ' + str(run_dir) if trained_before == config.epochs else 'trained'}"
+        print(f"{description}: {'loaded from ' + shown_path(run_dir) if trained_before == config.epochs else 'trained'}"
               f"; {config.epochs} epochs, test accuracy {100 * last['test_accuracy']:.2f}%, "
               f"{sum(row['seconds'] for row in history):.0f} s of training")
     return pd.DataFrame(history)
