@@ -29,7 +29,7 @@ def notebooks_in_order() -> list[Path]:
 
 def execute_notebook(notebook: Path, out_dir: Path, profile: str = "quick",
                      log_output: bool = False, seed: int = 0) -> Path:
-    """Execute ``notebook`` on a fresh kernel, in its own folder, with ``profile`` and training
+    """Execute ``notebook`` on a fresh kernel, in ``out_dir``, with ``profile`` and training
     ``seed``; the executed copy goes to ``out_dir`` and its metrics to
     ``out_dir/metrics/<name>.json``."""
     import papermill
@@ -38,12 +38,12 @@ def execute_notebook(notebook: Path, out_dir: Path, profile: str = "quick",
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / notebook.name
-    # relative to the kernel's folder, so that the executed copy names no path of this machine
-    metrics = os.path.relpath(out_dir / "metrics" / f"{notebook.stem}.json", notebook.parent)
+    # The kernel runs in out_dir and writes its metrics relative to it, so that the executed copy
+    # names no path of this machine (the notebooks find data and runs through dyninf.paths).
     with _kernel_environment(DYNINF_PROGRESS="lines"):   # one line per training, no bars' residue
         papermill.execute_notebook(
-            str(notebook), str(executed), cwd=str(notebook.parent), kernel_name="python3",
-            parameters={"profile": profile, "seed": seed, "metrics_path": metrics},
+            str(notebook), str(executed), cwd=str(out_dir), kernel_name="python3",
+            parameters={"profile": profile, "seed": seed, "metrics_path": f"metrics/{notebook.stem}.json"},
             progress_bar=False, log_output=log_output)
     _record_relative_paths(executed, notebook)
     return executed
@@ -51,7 +51,8 @@ def execute_notebook(notebook: Path, out_dir: Path, profile: str = "quick",
 
 @contextlib.contextmanager
 def _kernel_environment(**variables: str):
-    """Set environment variables for the kernels started inside (they inherit this process's)."""
+    """Set environment variables for the kernels started inside (they inherit this process's).
+    Written here because the library that does it, ``unittest.mock.patch.dict``, is a testing tool."""
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
     try:

@@ -1,7 +1,7 @@
 """Named settings that every notebook's papermill parameter ``profile`` selects.
 
 * ``quick``: the default and what CI runs; a laptop CPU (2 cores suffice), a class-balanced CIFAR-10
-  subset, ResNet-20, a few epochs: every notebook in 4-7 minutes on 2 cores.
+  subset, ResNet-20, a few epochs: every notebook in 4-6.5 minutes on 2 cores.
 * ``standard``: one GPU, all of CIFAR-10; not yet run end to end (issue 16 sizes it).
 * ``paper``: the papers' depth and schedule; hours to days on one GPU.
 """
@@ -68,7 +68,7 @@ class Profile:
 
 PROFILES = {
     "quick": Profile(
-        name="quick", needs="CPU (2 cores are enough), 4-7 minutes per notebook on 2 cores",
+        name="quick", needs="CPU (2 cores are enough), 4-6.5 minutes per notebook on 2 cores",
         depth=20, train_per_class=1000, test_per_class=200,
         train=TrainConfig(epochs=8, batch_size=128, lr=0.2, schedule="onecycle",
                           weight_decay=5e-4),
