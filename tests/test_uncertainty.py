@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dyninf.uncertainty import binomial_standard_error, difference_standard_error
+from dyninf.uncertainty import binomial_standard_error, compare_accuracies, difference_standard_error
 
 
 def test_binomial_standard_error_by_hand():
@@ -20,3 +20,11 @@ def test_difference_error_adds_the_two_variances():
 def test_bad_input_names_what_was_expected(accuracy, images, message):
     with pytest.raises(ValueError, match=message):
         binomial_standard_error(accuracy, images)
+
+
+def test_accuracies_differ_only_beyond_two_standard_errors_of_the_difference():
+    # at 0.65 on 2,000 images each accuracy has a standard error of 0.01067, the difference 0.01508
+    assert compare_accuracies(0.70, 0.65, 2000)[0] == "higher"          # 3.3 standard errors
+    assert compare_accuracies(0.62, 0.65, 2000)[0] == "within error"    # 2.0 standard errors
+    assert compare_accuracies(0.61, 0.65, 2000)[0] == "lower"           # 2.7 standard errors
+    assert compare_accuracies(0.65, 0.65, 2000) == ("within error", pytest.approx(0.015085, rel=1e-3))

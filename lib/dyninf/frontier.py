@@ -17,7 +17,7 @@ from dyninf.profiles import Profile
 from dyninf.train import predict
 from dyninf.trained import (AIG_SCHEDULES, GATERNET_SCHEDULES, finished_runs, train_aig, train_baseline, train_blockdrop,
                             train_gaternet, train_stochastic_depth, trained_plain_resnets)
-from dyninf.uncertainty import SIGNIFICANT, binomial_standard_error, difference_standard_error
+from dyninf.uncertainty import SIGNIFICANT, binomial_standard_error, compare_accuracies
 
 METHODS = ("plain", "SD", "AIG", "GaterNet", "BlockDrop")
 COLUMNS = ["method", "network", "mean MACs (M)", "accuracy (%)", "standard error (points)",
@@ -129,10 +129,8 @@ def judge_against_frontier(points: pd.DataFrame, chance: float, images: int, cos
     def verdict(row):
         if row.method == "plain":
             return "static"
-        error = 100 * difference_standard_error(row[ACCURACY] / 100, row["frontier accuracy (%)"] / 100, images)
-        if abs(row["above frontier (points)"]) <= SIGNIFICANT * error:
-            return "within error"
-        return "above" if row["above frontier (points)"] > 0 else "below"
+        found, _ = compare_accuracies(row[ACCURACY] / 100, row["frontier accuracy (%)"] / 100, images)
+        return {"higher": "above", "lower": "below"}.get(found, found)
     judged["verdict"] = judged.apply(verdict, axis=1)
     return judged
 
@@ -154,12 +152,12 @@ def cost_sentences(points: pd.DataFrame, reference: str, images: int) -> list[st
             spent = (f"spent {row[MACS]:.2f} M MACs per image, {100 * (1 - ratio):.0f}% fewer than the "
                      f"{reference} ({ref[MACS]:.2f} M)")
         difference = row[ACCURACY] - ref[ACCURACY]
-        error = 100 * difference_standard_error(row[ACCURACY] / 100, ref[ACCURACY] / 100, images)
-        if abs(difference) <= SIGNIFICANT * error:
-            accuracy = f"within sampling error of it in accuracy ({difference:+.1f} points, standard error {error:.1f})"
+        found, error = compare_accuracies(row[ACCURACY] / 100, ref[ACCURACY] / 100, images)
+        if found == "within error":
+            accuracy = f"within sampling error of it in accuracy ({difference:+.1f} points, standard error {100 * error:.1f})"
         else:
-            accuracy = (f"{abs(difference):.1f} points {'more' if difference > 0 else 'less'} accurate "
-                        f"(standard error {error:.1f})")
+            accuracy = (f"{abs(difference):.1f} points {'more' if found == 'higher' else 'less'} accurate "
+                        f"(standard error {100 * error:.1f})")
         sentences.append(f"{row.network} {spent}, and was {accuracy}.")
     return sentences
 

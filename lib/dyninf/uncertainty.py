@@ -22,3 +22,13 @@ def difference_standard_error(accuracy: float, other: float, images: int) -> flo
     independent. On the same test images the two are positively correlated, so this overstates
     the error: a difference it calls significant is one."""
     return math.hypot(binomial_standard_error(accuracy, images), binomial_standard_error(other, images))
+
+
+def compare_accuracies(accuracy: float, other: float, images: int) -> tuple[str, float]:
+    """Whether ``accuracy`` is "higher" or "lower" than ``other`` (fractions on ``images`` test
+    images each) by more than ``SIGNIFICANT`` standard errors of the difference, or "within error";
+    and that standard error."""
+    error = difference_standard_error(accuracy, other, images)
+    if abs(accuracy - other) <= SIGNIFICANT * error:
+        return "within error", error
+    return ("higher" if accuracy > other else "lower"), error
