@@ -75,22 +75,40 @@ def trained_networks(profile: Profile, data: ImageDataset, methods=METHODS) -> l
                 train_stochastic_depth(profile, data, float(match[1]), progress=False))
     if "AIG" in methods:
         for match in finished_runs(profile, rf"resnet{profile.depth}_aig_t([\d.]+)"):
-            from_baseline = pretrained if AIG_SCHEDULES[profile.name]["finetune"] else 0
-            add("AIG", f"AIG, t = {match[1]}", train_aig(profile, data, float(match[1]), progress=False), from_baseline)
+            target = float(match[1])
+            found.append(aig_network(profile, target, train_aig(profile, data, target, progress=False)))
     if "GaterNet" in methods:
-        finetuned = GATERNET_SCHEDULES[profile.name]["finetune"]
+        from_scratch = not GATERNET_SCHEDULES[profile.name]["finetune"]
         for match in finished_runs(profile, r"resnet(\d+)(_bottleneck)?_gaternet_l([\d.]+)"):
-            backbone = None if finetuned else (int(match[1]), bool(match[2]))
+            backbone = (int(match[1]), bool(match[2])) if from_scratch else None
             weight = float(match[3])
-            name = f"GaterNet, λ = {match[3]}" if finetuned else f"GaterNet ResNet-{match[1]}, λ = {match[3]}"
-            add("GaterNet", name + (" (control: no L1 term)" if weight == 0 else ""),
-                train_gaternet(profile, data, weight, progress=False, scratch_backbone=backbone),
-                pretrained if finetuned else 0, control=weight == 0)
+            trained = train_gaternet(profile, data, weight, progress=False, scratch_backbone=backbone)
+            found.append(gaternet_network(profile, weight, trained, backbone[0] if backbone else None))
     if "BlockDrop" in methods:
         for match in finished_runs(profile, r"resnet(\d+)_blockdrop_g([\d.]+)"):
             add("BlockDrop", f"BlockDrop ResNet-{match[1]}, γ = {match[2]}",
                 train_blockdrop(profile, data, float(match[2]), progress=False, depth=int(match[1])), pretrained)
     return found
+
+
+def aig_network(profile: Profile, target: float, trained: tuple[nn.Module, pd.DataFrame]) -> TrainedNetwork:
+    """An AIG network for target rate ``target`` as ``train_aig`` returned it, named and counted as
+    the course shows it (its epochs include the baseline's where the profile finetunes)."""
+    net, history = trained
+    start = profile.train.epochs if AIG_SCHEDULES[profile.name]["finetune"] else 0
+    return TrainedNetwork("AIG", f"AIG, t = {target:g}", net.eval(), start + len(history))
+
+
+def gaternet_network(profile: Profile, weight: float, trained: tuple[nn.Module, pd.DataFrame],
+                     backbone_depth: int | None = None) -> TrainedNetwork:
+    """A GaterNet with L1 weight ``weight`` as ``train_gaternet`` returned it; λ = 0 is the control.
+    ``backbone_depth`` names the backbone of a from-scratch run (the paper's grid)."""
+    net, history = trained
+    start = profile.train.epochs if GATERNET_SCHEDULES[profile.name]["finetune"] else 0
+    name = f"GaterNet ResNet-{backbone_depth}, λ = {weight:g}" if backbone_depth else f"GaterNet, λ = {weight:g}"
+    control = weight == 0
+    return TrainedNetwork("GaterNet", name + (" (control: no L1 term)" if control else ""), net.eval(),
+                          start + len(history), control)
 
 
 def trained_points(profile: Profile, data: ImageDataset, methods=METHODS) -> pd.DataFrame:
