@@ -11,15 +11,24 @@ gater) is also timed alone: its share of the time beside its share of the MACs s
 the gap to the ideal is the decider's (at batch 1 a small network costs far more time than its
 MACs suggest: every operation has a fixed cost).
 
+Two baselines: the plain network in eager mode (every ratio's denominator), and on a GPU the plain
+network replayed as a CUDA graph, the best time a static network has there (a GPU runs these
+small networks' kernels faster than the host can launch them; a graph launches them all at once).
+Each row also says how skipped mode ran the blocks, per batch on average: skipped, run on the
+whole batch, or gathered (``dyninf.skipping`` chooses the cheapest way per block).
+
     python benchmarks/skipping.py --profile quick          # the full benchmark (minutes)
+    python benchmarks/skipping.py --depth 110              # random decisions on a ResNet-110
     python benchmarks/skipping.py --tiny --out /tmp/bench  # seconds: what the tests run
 
-Writes ``<out>/skipping-<profile>.json`` and ``.png``, prints the table, and ends with one line
-``realized/ideal speed-up at keep 0.5: batch1=... batch256=...``.
+Writes ``<out>/skipping-<profile>.json`` and ``.png`` (``skipping-<profile>-resnet<depth>`` with
+``--depth``), prints the table, and ends with one line ``realized/ideal speed-up at keep 0.5:
+batch1=... batch256=...`` (on a GPU followed by the speed-up over the CUDA-graph plain network).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -35,34 +44,64 @@ from dyninf.backbones import cifar_resnet  # noqa: E402
 from dyninf.batches import model_inputs  # noqa: E402
 from dyninf.cost import network_cost  # noqa: E402
 from dyninf.deciders import random_decisions  # noqa: E402
+from dyninf.display import plot_speedups  # noqa: E402
 from dyninf.dynamic import predict_with_decisions, spent_macs  # noqa: E402
 from dyninf.io import atomic_write_text  # noqa: E402
-from dyninf.latency import BATCH_ONE_IMAGES, compare_modes, time_calls, timing_slices  # noqa: E402
+from dyninf.latency import BATCH_ONE_IMAGES, compare_modes, cuda_graph_replay, time_calls, timing_slices  # noqa: E402
 from dyninf.paths import build_dir  # noqa: E402
 from dyninf.profiles import get_profile  # noqa: E402
 from dyninf.report import device_name  # noqa: E402
+from dyninf.skipping import WAYS, policy_for  # noqa: E402
 
 KEEP_RATES = (0.25, 0.5, 0.75, 1.0)
 
 
 def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tensor, plain_macs: int,
-              images: torch.Tensor, batch_size: int, min_run_time: float, decider=None) -> dict:
-    """One row: ``run(images, decisions, mode=...)`` in both modes against ``plain(images)``, and
-    a global ``decider`` (policy, gater) timed alone, beside its share of the MACs."""
+              images: torch.Tensor, batch_size: int, min_run_time: float, decider=None,
+              plan_of=None) -> dict:
+    """One row: ``run(images, decisions, mode=...)`` in both modes against ``plain(images)`` (and,
+    on a GPU, against ``plain`` replayed as a CUDA graph), a global ``decider`` (policy, gater)
+    timed alone beside its share of the MACs, and how skipped mode ran the blocks (``plan_of(x, d)``:
+    the plan for a batch; by default ``plain``'s plan for block decisions ``d``)."""
     parts = timing_slices(len(images), batch_size)
     inputs = [(images[p], decisions[p]) for p in parts]
     calls = {} if decider is None else {"decider": lambda x, d: decider(x)}
+    if images.device.type == "cuda":
+        calls["plain, CUDA graph"] = _graph_of(plain, images[parts[0]])
     timed = {**compare_modes(plain, run, inputs, min_run_time), **time_calls(calls, inputs, min_run_time)}
     spent_mean = torch.cat([spent[p] for p in parts]).mean().item()
     ideal = plain_macs / spent_mean
     speedup = timed["plain"] / timed["skipped"]
+    graph = timed.get("plain, CUDA graph", float("nan"))
+    plan_of = plan_of or (lambda x, d: plain.execution_plan(x, d))
     return {"case": case, "batch": batch_size, "plain ms": 1e3 * timed["plain"],
             "masked ms": 1e3 * timed["masked"], "skipped ms": 1e3 * timed["skipped"],
             "ideal speed-up": ideal, "masked speed-up": timed["plain"] / timed["masked"],
             "skipped speed-up": speedup, "realized / ideal": speedup / ideal,
+            "skipped / masked speed-up": timed["masked"] / timed["skipped"],
+            "plain CUDA graph ms": 1e3 * graph, "speed-up over the CUDA graph": graph / timed["skipped"],
+            "blocks skip/all/gather": ways_of([plan_of(*item) for item in inputs]),
             "decider % of MACs": 100 * decider.macs_and_params()[0] / spent_mean if decider is not None else float("nan"),
             "decider % of time": 100 * timed["decider"] / timed["skipped"] if decider is not None else float("nan"),
             "max |masked - skipped|": timed["max |masked - skipped|"]}
+
+
+_GRAPHS: dict = {}
+
+
+def _graph_of(plain, example: torch.Tensor):
+    """The plain network replayed as a CUDA graph, one per input shape (recorded once, reused)."""
+    key = (id(plain), tuple(example.shape))
+    if key not in _GRAPHS:
+        _GRAPHS[key] = cuda_graph_replay(plain, example)
+    replay = _GRAPHS[key]
+    return lambda x, d: replay(x)
+
+
+def ways_of(plans) -> str:
+    """How skipped mode ran the blocks, per batch on average: "skip/all/gather" block counts."""
+    counts = [sum(step.how == way for plan in plans for step in plan) / len(plans) for way in WAYS]
+    return "/".join(f"{count:.3g}" for count in counts)
 
 
 def random_cases(backbone, images, keep_rates, batch_sizes, min_run_time, seed=0) -> list[dict]:
@@ -78,7 +117,7 @@ def random_cases(backbone, images, keep_rates, batch_sizes, min_run_time, seed=0
     return rows
 
 
-def trained_cases(profile, data, images, batch_sizes, min_run_time) -> list[dict]:
+def trained_cases(profile, data, images, batch_sizes, min_run_time, policy=None) -> list[dict]:
     """The deciders of the profile that are already trained (nothing is trained here)."""
     from dyninf.frontier import trained_networks
 
@@ -87,6 +126,7 @@ def trained_cases(profile, data, images, batch_sizes, min_run_time) -> list[dict
         method, name = trained.method, trained.name
         net = trained.net.to(images.device, memory_format=torch.channels_last)
         backbone = net.backbone
+        backbone.skipping_policy = policy
         if method == "SD":   # every block runs at test time: time test-time dropping at its p_l
             survival = net.decider.survival.cpu()
             generator = torch.Generator().manual_seed(0)
@@ -101,42 +141,26 @@ def trained_cases(profile, data, images, batch_sizes, min_run_time) -> list[dict
             spent, plain_macs = spent_macs(net, decisions), network_cost(backbone).total_macs
             run = lambda x, d, mode, net=net: net(x, mode=mode)  # noqa: E731
             decider = net.decider if net.decides_once else None   # runs once: time it alone as well
+        plan_of = None
+        if getattr(net.decider, "decides_filters", False):   # GaterNet's decisions are filter gates
+            plan_of = lambda x, gates, b=backbone: b.execution_plan(x, filter_gates=gates)  # noqa: E731
         for batch_size in batch_sizes:
             rows.append(time_case(name, backbone, run, decisions, spent, plain_macs, images, batch_size,
-                                  min_run_time, decider))
+                                  min_run_time, decider, plan_of))
     return rows
 
 
-def plot(table: pd.DataFrame, path: Path, title: str) -> None:
-    """One panel per batch size: ideal and measured speed-up of each case as horizontal bars,
-    realized / ideal written beside them."""
-    batch_sizes = sorted(table.batch.unique())
-    cases = list(dict.fromkeys(table.case))
-    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(6 * len(batch_sizes), 0.5 * len(cases) + 1.5),
-                             sharey=True, squeeze=False)
-    for ax, batch_size in zip(axes[0], batch_sizes):
-        rows = table[table.batch == batch_size].set_index("case").reindex(cases)
-        y = range(len(cases))
-        ax.barh([i + 0.2 for i in y], rows["ideal speed-up"], height=0.4, color="lightgray", label="ideal (MACs)")
-        ax.barh([i - 0.2 for i in y], rows["skipped speed-up"], height=0.4, color="tab:purple",
-                label="skipped, measured")
-        for i, (measured, ratio) in enumerate(zip(rows["skipped speed-up"], rows["realized / ideal"])):
-            ax.text(measured + 0.05, i - 0.2, f"{ratio:.2f}", va="center", fontsize=8)
-        ax.axvline(1, color="k", lw=1)
-        ax.set(title=f"batch {batch_size} (numbers: realized / ideal)", xlabel="speed-up over the plain network")
-        ax.set_yticks(list(y), cases)
-    axes[0][0].invert_yaxis()   # the axes share y: inverting one inverts all
-    axes[0][0].legend(loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def summary_line(table: pd.DataFrame, keep: float = 0.5) -> str:
-    rows = table[table.case == f"random keep {keep:g}"].set_index("batch")["realized / ideal"]
-    values = " ".join(f"batch{batch}={ratio:.2f}" for batch, ratio in rows.items())
-    return f"realized/ideal speed-up at keep {keep:g}: {values}"
+    """Realized / ideal speed-up of random decisions at ``keep``, per batch size; on a GPU also the
+    skipped network's speed-up over the plain network replayed as a CUDA graph."""
+    rows = table[table.case == f"random keep {keep:g}"].set_index("batch")
+    line = f"realized/ideal speed-up at keep {keep:g}: " + " ".join(
+        f"batch{batch}={ratio:.2f}" for batch, ratio in rows["realized / ideal"].items())
+    graph = rows.get("speed-up over the CUDA graph")
+    if graph is not None and graph.notna().any():
+        line += "; skipped over the CUDA-graph plain network: " + " ".join(
+            f"batch{batch}={ratio:.2f}" for batch, ratio in graph.items())
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,37 +173,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="default: CUDA when present, else the CPU")
     parser.add_argument("--tiny", action="store_true",
                         help="a ResNet-8 on random images, batch sizes 1 and 4, no trained deciders")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="random decisions only, on an untrained ResNet of this depth (the time of "
+                             "random decisions does not depend on the weights): e.g. 110")
+    parser.add_argument("--gather-at-most", type=float, default=None,
+                        help="largest share of a batch that skipped mode gathers, any number of images "
+                             "left out (default: the device's policy, dyninf.skipping.POLICIES)")
     args = parser.parse_args(argv)
     profile = get_profile(args.profile, device=args.device)
     device = profile.device
     out = args.out or build_dir() / "bench"
-    if args.tiny:
+    name = profile.name
+    policy = policy_for(device)
+    if args.gather_at_most is not None:
+        policy = dataclasses.replace(policy, gather_at_most=args.gather_at_most, gather_saving_at_least=1)
+    if args.tiny or args.depth:
         torch.manual_seed(0)
-        backbone = cifar_resnet(8, width=8).to(device, memory_format=torch.channels_last).eval()
-        images = torch.randn(8, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
-        batch_sizes = args.batch_sizes or [1, 4]
-        min_run_time = min(args.min_run_time, 0.02)
+        backbone = (cifar_resnet(8, width=8) if args.tiny else cifar_resnet(args.depth))
+        backbone = backbone.to(device, memory_format=torch.channels_last).eval()
+        backbone.skipping_policy = policy
+        batch_sizes = args.batch_sizes or ([1, 4] if args.tiny else list(profile.latency_batch_sizes))
+        count = max(max(batch_sizes), 8 if args.tiny else BATCH_ONE_IMAGES)
+        images = torch.randn(count, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+        min_run_time = min(args.min_run_time, 0.02) if args.tiny else args.min_run_time
         rows = random_cases(backbone, images, args.keep, batch_sizes, min_run_time)
+        name = name if args.tiny else f"{name}-resnet{args.depth}"
     else:
         from dyninf.trained import train_baseline
 
         data = profile.load_data()
         backbone = train_baseline(profile, data, progress=False)[0].to(device, memory_format=torch.channels_last).eval()
+        backbone.skipping_policy = policy
         batch_sizes = args.batch_sizes or list(profile.latency_batch_sizes)
         # channels-last, as the course trains and times its networks (faster on CPUs and GPUs)
         images = model_inputs(data.test_images[:max(max(batch_sizes), BATCH_ONE_IMAGES)], device)
         rows = random_cases(backbone, images, args.keep, batch_sizes, args.min_run_time)
-        rows += trained_cases(profile, data, images, batch_sizes, args.min_run_time)
+        rows += trained_cases(profile, data, images, batch_sizes, args.min_run_time, policy)
     table = pd.DataFrame(rows)
     machine = device_name(device)
-    print(f"skipping benchmark: profile {profile.name}, ResNet-{backbone.depth}, {machine}, torch {torch.__version__}")
+    print(f"skipping benchmark: profile {profile.name}, ResNet-{backbone.depth}, {machine}, torch {torch.__version__}, "
+          f"{policy}")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.round(3).to_string(index=False))
     out.mkdir(parents=True, exist_ok=True)
     payload = {"profile": profile.name, "device": machine, "torch": torch.__version__,
-               "backbone_depth": backbone.depth, "rows": table.to_dict(orient="records")}
-    atomic_write_text(out / f"skipping-{profile.name}.json", json.dumps(payload, indent=1))
-    plot(table, out / f"skipping-{profile.name}.png", f"skipping on {machine}")
+               "backbone_depth": backbone.depth, "skipping_policy": dataclasses.asdict(policy),
+               "rows": table.to_dict(orient="records")}
+    atomic_write_text(out / f"skipping-{name}.json", json.dumps(payload, indent=1))
+    figure = plot_speedups(table, f"skipping on {machine}, ResNet-{backbone.depth}")
+    figure.savefig(out / f"skipping-{name}.png", dpi=120)
+    plt.close(figure)
     print(summary_line(table))
     return 0
 

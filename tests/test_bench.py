@@ -43,6 +43,20 @@ def test_tiny_benchmark_table_ideal_speedups_agreement_and_summary_line(bench, t
         assert row["max |masked - skipped|"] < 1e-4
         assert row["skipped speed-up"] == pytest.approx(row["plain ms"] / row["skipped ms"])
         assert row["realized / ideal"] == pytest.approx(row["skipped speed-up"] / row["ideal speed-up"])
+        assert row["skipped / masked speed-up"] == pytest.approx(row["masked ms"] / row["skipped ms"])
+        assert row["plain CUDA graph ms"] != row["plain CUDA graph ms"]   # NaN: no CUDA graph on a CPU
+        assert sum(map(float, row["blocks skip/all/gather"].split("/"))) == pytest.approx(3, abs=0.01)   # 3 blocks, 3 digits
+    assert payload["skipping_policy"] == {"gather_at_most": 0.9, "gather_saving_at_least": 1,
+                                          "plan_local_decisions": True, "slice_filters": True}
+    # batch 4, all three blocks run by all four images at keep 1: no block skipped or gathered
+    assert rows[("random keep 1", 4)]["blocks skip/all/gather"] == "0/3/0"
+
+
+def test_ways_of_averages_the_block_counts_over_the_batches(bench):
+    from dyninf.skipping import BlockRun
+
+    plans = [[BlockRun("skip"), BlockRun("all")], [BlockRun("gather", torch.tensor([0])), BlockRun("all")]]
+    assert bench.ways_of(plans) == "0.5/1/0.5"
 
 
 def test_summary_line_reads_the_keep_rate_rows(bench):
@@ -51,6 +65,15 @@ def test_summary_line_reads_the_keep_rate_rows(bench):
     table = pd.DataFrame({"case": ["random keep 0.5", "random keep 0.5", "random keep 1"],
                           "batch": [1, 256, 1], "realized / ideal": [0.874, 0.911, 0.5]})
     assert bench.summary_line(table) == "realized/ideal speed-up at keep 0.5: batch1=0.87 batch256=0.91"
+
+
+def test_on_a_gpu_the_summary_line_adds_the_speed_up_over_the_cuda_graph(bench):
+    import pandas as pd
+
+    table = pd.DataFrame({"case": ["random keep 0.5"] * 2, "batch": [1, 256], "realized / ideal": [0.874, 0.3],
+                          "speed-up over the CUDA graph": [0.24, 0.43]})
+    assert bench.summary_line(table) == ("realized/ideal speed-up at keep 0.5: batch1=0.87 batch256=0.30; "
+                                         "skipped over the CUDA-graph plain network: batch1=0.24 batch256=0.43")
 
 
 def test_a_global_decider_is_timed_alone_beside_its_share_of_the_macs(bench):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dyninf import backbones
+from dyninf import skipping
 from dyninf.backbones import cifar_resnet
 from dyninf.cost import network_cost
 from dyninf.published import CIFAR_RESNETS
@@ -83,7 +83,7 @@ def test_spent_macs_with_filter_gates_by_hand():
 
 
 def test_spent_macs_with_filter_gates_is_what_skipped_mode_computes_at_batch_one(monkeypatch):
-    monkeypatch.setattr(backbones, "FILTER_BLOCK", 1)   # no padding to the kernels' filter blocks
+    monkeypatch.setattr(skipping, "FILTER_BLOCK", 1)   # no padding to the kernels' filter blocks
     net = cifar_resnet(20).eval()
     cost = network_cost(net)
     gates = (torch.rand(1, net.num_filter_gates, generator=torch.Generator().manual_seed(0)) < 0.6).float()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import settled_resnet
 
-import dyninf.backbones as backbones
+import dyninf.skipping as skipping
 import dyninf.train as train_module
 from dyninf.backbones import cifar_resnet
 from dyninf.batches import model_inputs
@@ -128,7 +128,7 @@ def test_mode_agreement_catches_a_skipped_mode_that_computes_something_else(monk
     images = _images(32)
     net = settled_resnet(8)
     decisions = random_decisions(32, 3, 0.5, seed=4)
-    monkeypatch.setattr(backbones, "_scaled", lambda residual, run: 0.9 * residual)   # a wrong skipped mode
+    monkeypatch.setattr(skipping, "_scaled", lambda residual, run, scaled: 0.9 * residual)   # a wrong skipped mode
     agreement = mode_agreement(net, images, decisions=decisions, device="cpu")
     assert not agreement["agree"] and agreement["max |masked - skipped|"] > agreement["tolerance"]
 

@@ -52,3 +52,19 @@ def test_the_figure_draws_error_bars_in_each_methods_colour_and_keeps_close_labe
     gap = 0.06 * (66.2 - 50.0)
     assert all(b - a >= gap - 1e-9 for a, b in zip(heights, heights[1:]))   # three labels within 0.2 points
     plt.close(fig)
+
+
+def test_the_speed_up_figure_has_a_panel_per_batch_and_marks_the_cuda_graph_only_where_timed():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from dyninf.display import plot_speedups
+
+    rows = [{"case": case, "batch": batch, "ideal speed-up": 2.0, "skipped speed-up": 1.5, "realized / ideal": 0.75,
+             "plain ms": 2.0, "plain CUDA graph ms": graph} for case in ("a", "b") for batch, graph in ((1, 0.5), (256, 1.0))]
+    for table, dashed in ((pd.DataFrame(rows), [4.0, 2.0]), (pd.DataFrame(rows).assign(**{"plain CUDA graph ms": float("nan")}), [])):
+        figure = plot_speedups(table, "title")
+        assert len(figure.axes) == 2
+        lines = [line.get_xdata()[0] for ax in figure.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert lines == dashed                   # plain ms / graph ms, per panel; none without a GPU
+        plt.close(figure)

@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import settled_resnet
-from dyninf import backbones
+from dyninf import skipping
 from dyninf.backbones import cifar_resnet
 
 
@@ -139,7 +139,7 @@ def test_bottleneck_masked_and_skipped_agree_with_filter_and_block_decisions(bat
 def test_spent_macs_equal_the_flops_skipped_mode_computes_for_one_image(depth, bottleneck, monkeypatch):
     from dyninf.cost import network_cost
 
-    monkeypatch.setattr(backbones, "FILTER_BLOCK", 1)   # exactly the open filters, no padding
+    monkeypatch.setattr(skipping, "FILTER_BLOCK", 1)   # exactly the open filters, no padding
     net = cifar_resnet(depth, bottleneck=bottleneck).eval()
     cost = network_cost(net)
     assert [sum(m for m, _, _ in convs) for convs in cost.block_conv_macs] == list(cost.block_macs)
@@ -150,7 +150,7 @@ def test_spent_macs_equal_the_flops_skipped_mode_computes_for_one_image(depth, b
 def test_open_filters_are_padded_with_closed_ones_to_a_multiple_of_the_filter_block():
     from dyninf.cost import network_cost
 
-    assert backbones.FILTER_BLOCK == 8
+    assert skipping.FILTER_BLOCK == 8
     net = settled_resnet(8)                       # gated filters per block: 16, 32, 64
     gates = torch.zeros(1, net.num_filter_gates)
     padded = torch.zeros(1, net.num_filter_gates)

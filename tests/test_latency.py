@@ -3,7 +3,7 @@ import torch
 
 from dyninf.backbones import cifar_resnet
 from dyninf.latency import (BATCH_ONE_IMAGES, compare_modes, measure_training_step, speedup_verdict,
-                            time_calls, timing_slices, training_step_verdict)
+                            time_calls, timing_slices, training_step_verdict, cuda_graph_replay)
 
 
 def test_training_step_timing_is_positive_and_trains_the_model():
@@ -110,3 +110,19 @@ def test_training_step_verdict_by_hand():
         training_step_verdict(0.81, 0.73, "cpu", "stochastic-depth")
     slow = training_step_verdict(1.04, 0.73, "cpu", "stochastic-depth")
     assert "about as fast as (0.96x) a plain one" in slow and "Where stochastic-depth does not pay" in slow
+
+
+def test_a_cuda_graph_needs_inputs_on_a_cuda_device():
+    with pytest.raises(ValueError, match="needs inputs on a CUDA device, got cpu"):
+        cuda_graph_replay(cifar_resnet(8).eval(), torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("batch", [1, 16])
+def test_the_plain_network_replayed_as_a_cuda_graph_gives_its_outputs_for_each_new_input(batch):
+    net = cifar_resnet(20).cuda().eval()
+    replay = cuda_graph_replay(net, torch.randn(batch, 3, 32, 32, device="cuda"))
+    for seed in range(2):   # the graph reads each new input, not the one it was recorded with
+        x = torch.randn(batch, 3, 32, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+        with torch.no_grad():
+            assert torch.allclose(replay(x), net(x), atol=1e-5)

@@ -2,11 +2,14 @@
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
 
-from dyninf.course import execute_notebook, notebooks_in_order, run_course
-from dyninf.paths import course_root
+# A GPU image may lack the notebook runner (README, "On a GPU", carries it as wheels): without it
+# these tests are skipped there instead of stopping the whole collection. CI installs it.
+nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner) is not installed here")
+
+from dyninf.course import execute_notebook, notebooks_in_order, run_course  # noqa: E402
+from dyninf.paths import course_root  # noqa: E402
 
 NOTEBOOKS = notebooks_in_order()
 KEEP_OUTPUT_TAG = "nbval-check-output"  # cells whose deterministic output is committed on purpose

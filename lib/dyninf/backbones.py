@@ -6,8 +6,11 @@ stochastic depth's 1/p does) a block computes ``relu(shortcut(x) + run * residua
 
 * ``mode="masked"``: for the whole batch; differentiable in ``run``, for training; skipped images
   still cost their full compute; or
-* ``mode="skipped"``: the residual branch runs only on the images whose decision is not 0
-  (gathered, then scattered back); a block that no image runs costs nothing.
+* ``mode="skipped"``: skipped work is not computed: a block that no image runs costs nothing,
+  and the residual branch runs only on the images whose decision is not 0 (gathered, then
+  scattered back) where that is cheaper than running the whole batch. ``dyninf.skipping`` holds
+  that machinery and plans every block before the first runs, so that on a GPU the host reads the
+  decisions back once per batch, not once per block.
 
 Both give the same outputs in eval mode: block inputs come out of a ReLU and the shortcut only
 subsamples and zero-pads, so ``shortcut(x) >= 0`` and ``relu(shortcut(x)) == shortcut(x)``.
@@ -15,10 +18,10 @@ subsamples and zero-pads, so ``shortcut(x) >= 0`` and ``relu(shortcut(x)) == sho
 Filter gates (GaterNet) act inside the residual branch: per image, a gate on every inner filter
 (the outputs of a basic block's first convolution, of a bottleneck block's first two; the block's
 output width is unchanged). Masked mode multiplies those feature maps by the gates. Skipped mode,
-in eval, computes only the filters open for some image of the batch (at batch 1: that image's),
-rounded up to a multiple of ``FILTER_BLOCK`` for the convolution kernels' sake, by slicing each
-convolution's gated outputs and inputs, and masks the rest; in training it falls back to masking
-(the gates' gradient needs every filter).
+in eval and where the device's skipping policy says it pays (on a CPU, not on a GPU), computes
+only the filters open for some image that runs the block (at batch 1: that image's), by slicing
+each convolution's gated outputs and inputs, and masks the rest; in training it falls back to
+masking (the gates' gradient needs every filter).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dyninf.deciders.base import BlockDecider, as_decider
-from dyninf.folding import folded_conv_bn
+from dyninf.skipping import MASKED, BlockRun, SkippingPolicy, plan_block, plan_execution, policy_for, run_block
 
 MODES = ("masked", "skipped")
 
@@ -67,85 +70,27 @@ class ResidualBlock(nn.Module):
         x = x[:, :, ::self.stride, ::self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
 
-    def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None,
-                 mode: str = "masked") -> torch.Tensor:
+    def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None) -> torch.Tensor:
+        """The residual branch for the whole batch, its inner filters multiplied by ``filters``
+        (masked; ``dyninf.skipping`` computes only the open ones)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, run: torch.Tensor | None = None, mode: str = "masked",
-                filters: torch.Tensor | None = None, *, overwrite_input: bool = False) -> torch.Tensor:
+                filters: torch.Tensor | None = None, *, overwrite_input: bool = False,
+                step: BlockRun | None = None) -> torch.Tensor:
         """``run``: (batch,) block decisions; ``filters``: (batch, gated_filters) filter gates.
-        ``overwrite_input``: skipped mode may write its output into ``x`` when no gradient is
-        recorded (the network passes it for its own intermediate tensors, saving a copy)."""
-        if run is None:
-            return F.relu(self.shortcut(x) + self.residual(x, filters, mode))
-        if mode == "masked":
-            residual = self.residual(x, filters, mode)
-            return F.relu(self.shortcut(x) + run.to(x.dtype).view(-1, 1, 1, 1) * residual)
-        return self._forward_skipped(x, run, filters, overwrite_input)
-
-    def _forward_skipped(self, x: torch.Tensor, run: torch.Tensor,
-                         filters: torch.Tensor | None, overwrite_input: bool = False) -> torch.Tensor:
-        shortcut = self.shortcut(x)
-        if len(x) == 1 and not run.requires_grad:
-            # One image: a Python branch on its decision, without the batch's index bookkeeping
-            # (at batch 1 a few small operations per block add up to a visible share of the time).
-            value = run.item()
-            if value == 0:
-                return shortcut
-            residual = self.residual(x, filters, "skipped")
-            return F.relu(shortcut + (residual if value == 1 else value * residual))
-        running = run.nonzero().squeeze(1)
-        if len(running) == 0:
-            return shortcut
-        if len(running) == len(x):
-            return F.relu(shortcut + _scaled(self.residual(x, filters, "skipped"), run))
-        if filters is not None:
-            filters = filters.index_select(0, running)
-        residual = self.residual(_gather(x, running), filters, "skipped")
-        executed = F.relu(_gather(shortcut, running) + _scaled(residual, run.index_select(0, running)))
-        # Scatter back in place where that is safe: without autograd, into a shortcut that is a
-        # new tensor (downsampling) or into an input the caller lets us overwrite.
-        if torch.is_grad_enabled() or (shortcut is x and not overwrite_input):
-            shortcut = shortcut.clone(memory_format=torch.preserve_format)
-        return _scatter_(shortcut, running, executed)
-
-
-def _scaled(residual: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
-    """``run * residual`` per image; skipped when every decision is a constant 1 (0/1 decisions
-    of running images), since a broadcast multiply costs a pass over the whole tensor. Decisions
-    that need a gradient are always multiplied, so that the gradient reaches them."""
-    if not run.requires_grad and _all_ones(run):
-        return residual
-    return run.to(residual.dtype).view(-1, 1, 1, 1) * residual
-
-
-def _all_ones(x: torch.Tensor) -> bool:
-    return torch.equal(x, torch.ones_like(x))   # one call; (x == 1).all() takes three
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-_NHWC_DIM = (0, 3, 1, 2)   # where each NCHW dimension sits in the NHWC view
-
-
-def _gather(x: torch.Tensor, indices: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """``x.index_select(dim, indices)``, keeping a channels-last tensor channels-last: gathered on
-    its NHWC view, each image (or each filter of a weight) is one contiguous block, which is much
-    faster to copy than the strided gather ``index_select`` does on the NCHW view, and the
-    convolutions get the memory format they want without a reordering copy."""
-    if _channels_last(x):
-        return x.permute(0, 2, 3, 1).index_select(_NHWC_DIM[dim], indices).permute(0, 3, 1, 2)
-    return x.index_select(dim, indices)
-
-
-def _scatter_(out: torch.Tensor, images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``out.index_copy_(0, images, rows)``, on the NHWC views when ``out`` is channels-last."""
-    if _channels_last(out) and _channels_last(rows):
-        out.permute(0, 2, 3, 1).index_copy_(0, images, rows.permute(0, 2, 3, 1))
-        return out
-    return out.index_copy_(0, images, rows)
+        Skipped mode runs the way ``step`` says (the network plans every block before the first
+        runs; a block called on its own plans itself). ``overwrite_input``: skipped mode may write
+        its output into ``x`` when no gradient is recorded (the network passes it for its own
+        intermediate tensors, saving a copy)."""
+        if mode == "masked" or (run is None and filters is None):
+            residual = self.residual(x, filters)
+            if run is not None:
+                residual = run.to(x.dtype).view(-1, 1, 1, 1) * residual
+            return F.relu(self.shortcut(x) + residual)
+        if step is None:
+            step = plan_block(run, filters, self.filter_groups(), len(x), policy_for(x.device))[0]
+        return run_block(self, x, run, filters, step, overwrite_input)
 
 
 class BasicBlock(ResidualBlock):
@@ -164,16 +109,11 @@ class BasicBlock(ResidualBlock):
     def filter_groups(self) -> tuple[int, ...]:
         return (self.conv1.out_channels,)
 
-    def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None,
-                 mode: str = "masked") -> torch.Tensor:
-        if filters is None:
-            return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        if mode == "masked" or self.training:
-            hidden = F.relu(self.bn1(self.conv1(x))) * filters.to(x.dtype)[:, :, None, None]
-            return self.bn2(self.conv2(hidden))
-        keep, kept = _open_filters(filters)
-        hidden = _masked(F.relu(_sliced_conv_bn(x, self.conv1, self.bn1, outputs=keep)), kept)
-        return _sliced_conv_bn(hidden, self.conv2, self.bn2, inputs=keep)
+    def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = F.relu(self.bn1(self.conv1(x)))
+        if filters is not None:
+            hidden = hidden * filters.to(x.dtype)[:, :, None, None]
+        return self.bn2(self.conv2(hidden))
 
 
 class BottleneckBlock(ResidualBlock):
@@ -198,79 +138,14 @@ class BottleneckBlock(ResidualBlock):
     def filter_groups(self) -> tuple[int, ...]:
         return (self.conv1.out_channels, self.conv2.out_channels)
 
-    def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None,
-                 mode: str = "masked") -> torch.Tensor:
+    def residual(self, x: torch.Tensor, filters: torch.Tensor | None = None) -> torch.Tensor:
         if filters is None:
             hidden = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
             return self.bn3(self.conv3(hidden))
-        first, second = filters.split(self.filter_groups(), dim=1)
-        if mode == "masked" or self.training:
-            hidden = F.relu(self.bn1(self.conv1(x))) * first.to(x.dtype)[:, :, None, None]
-            hidden = F.relu(self.bn2(self.conv2(hidden))) * second.to(x.dtype)[:, :, None, None]
-            return self.bn3(self.conv3(hidden))
-        (keep1, kept1), (keep2, kept2) = _open_filters(first), _open_filters(second)
-        hidden = _masked(F.relu(_sliced_conv_bn(x, self.conv1, self.bn1, outputs=keep1)), kept1)
-        hidden = _masked(F.relu(_sliced_conv_bn(hidden, self.conv2, self.bn2, keep1, keep2)), kept2)
-        return _sliced_conv_bn(hidden, self.conv3, self.bn3, inputs=keep2)
-
-
-# Convolution kernels (oneDNN on CPUs, tensor cores on GPUs) compute output channels in blocks of
-# 8 or 16 and a remainder on a slower path: at batch 1 on this course's CPU, 13 of 16 filters took
-# 1.4x as long as all 16. Skipped mode pads the open filters it computes with closed ones (masked
-# to zero) up to a multiple of FILTER_BLOCK; 1 computes exactly the open filters.
-FILTER_BLOCK = 8
-
-
-def _open_filters(filters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The filters to compute: those some image of the batch keeps open, padded with closed ones
-    to a multiple of ``FILTER_BLOCK``; and the gates on them. With none open, filter 0 stands in
-    (its gates are all 0, so it is masked): convolutions keep a valid shape."""
-    open_for_some = filters[0].ne(0) if len(filters) == 1 else filters.ne(0).any(0)
-    keep = open_for_some.nonzero().squeeze(1)
-    padding = min(-len(keep) % FILTER_BLOCK, len(open_for_some) - len(keep))
-    if len(keep) == 0:
-        keep = keep.new_zeros(1)
-    elif padding:
-        closed = open_for_some.logical_not().nonzero().squeeze(1)[:padding]
-        keep = torch.cat([keep, closed]).sort().values   # in order: all of them is the whole layer
-    return keep, filters.index_select(1, keep)
-
-
-def _masked(hidden: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """Multiply by the gates unless every one is 1 (batch 1 with 0/1 gates: nothing to mask)."""
-    if _all_ones(kept):
-        return hidden
-    return hidden * kept.to(hidden.dtype)[:, :, None, None]
-
-
-def _sliced_conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d,
-                    inputs: torch.Tensor | None = None,
-                    outputs: torch.Tensor | None = None) -> torch.Tensor:
-    """Eval-mode ``bn(conv(x))`` with the convolution cut to input channels ``inputs`` and output
-    filters ``outputs`` (None: all), so that only those are computed. Without autograd the
-    batch norm is folded into the convolution (cached), which saves slicing its four statistics
-    and running it: five small operations per convolution, each with a fixed cost that at batch 1
-    adds up to a good part of a convolution's time."""
-    if outputs is not None and len(outputs) == conv.out_channels:
-        outputs = None   # every filter open: the whole convolution, nothing to slice
-    if inputs is not None and len(inputs) == conv.in_channels:
-        inputs = None
-    if not torch.is_grad_enabled():
-        weight, bias = folded_conv_bn(conv, bn)
-        if outputs is not None:
-            weight, bias = _gather(weight, outputs), bias.index_select(0, outputs)
-        if inputs is not None:
-            weight = _gather(weight, inputs, dim=1)
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding)
-    weight = conv.weight
-    statistics = (bn.running_mean, bn.running_var, bn.weight, bn.bias)
-    if outputs is not None:
-        weight = weight.index_select(0, outputs)
-        statistics = tuple(t.index_select(0, outputs) for t in statistics)
-    if inputs is not None:
-        weight = weight.index_select(1, inputs)
-    return F.batch_norm(F.conv2d(x, weight, None, conv.stride, conv.padding), *statistics,
-                        False, 0.0, bn.eps)
+        first, second = (gates.to(x.dtype)[:, :, None, None] for gates in filters.split(self.filter_groups(), dim=1))
+        hidden = F.relu(self.bn1(self.conv1(x))) * first
+        hidden = F.relu(self.bn2(self.conv2(hidden))) * second
+        return self.bn3(self.conv3(hidden))
 
 
 class CifarResNet(nn.Module):
@@ -308,6 +183,13 @@ class CifarResNet(nn.Module):
         self.filter_gate_slices = [slice(a, b) for a, b in zip(offsets, offsets[1:])]
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                   nn.Linear(channels, num_classes))
+        # how skipped mode chooses the way each block runs (None: the policy measured for the
+        # images' device, dyninf.skipping.POLICIES)
+        self.skipping_policy: SkippingPolicy | None = None
+        # how many times the last forward pass read decisions back to the host to plan skipped
+        # execution: 1 for decisions known up front, one per gated block for a local decider
+        self.plan_reads = 0
+        self.last_ways: list[str] = []   # how each block ran in the last forward pass (skipping.WAYS)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -350,13 +232,22 @@ class CifarResNet(nn.Module):
         check_mode(mode)
         batch = len(images)
         decider = as_decider(decisions, batch, self.num_blocks)
+        # Skipped mode checks finiteness in its plan, which reads the values back once anyway.
+        finite = mode == "masked"
         if isinstance(decisions, torch.Tensor):
-            check_decision_values(decisions, images, "the decisions")
+            check_decision_values(decisions, images, "the decisions", finite)
         if filter_gates is not None:
             check_filter_gates(filter_gates, batch, self.num_filter_gates)
-            check_decision_values(filter_gates, images, "the filter gates")
+            check_decision_values(filter_gates, images, "the filter gates", finite)
+        policy = self.skipping_policy or policy_for(images.device)
+        plan, self.plan_reads = None, 0
+        if mode == "skipped" and (isinstance(decisions, torch.Tensor) or decider is None and filter_gates is not None):
+            # every decision known before the first block: one plan, one read back to the host
+            fixed = decisions if isinstance(decisions, torch.Tensor) else None
+            plan, read = self._plan(images, fixed, filter_gates, policy)
+            self.plan_reads = int(read)
         hidden = self.stem(images)
-        taken = []
+        taken, ways = [], []
         for index, block in enumerate(self.blocks):
             run = None
             if decider is not None:
@@ -364,9 +255,34 @@ class CifarResNet(nn.Module):
                 if run is not None:
                     check_block_decisions(run, batch, index, images.device)
             filters = None if filter_gates is None else filter_gates[:, self.filter_gate_slices[index]]
-            hidden = block(hidden, run, mode, filters, overwrite_input=True)   # our own intermediate
+            step = None
+            if plan is not None:
+                step = plan[index]
+            elif mode == "skipped" and (run is not None or filters is not None):
+                # a local decider (AIG's gates) decides on this block's input: plan this block alone
+                step, read = plan_block(run, filters, block.filter_groups(), batch, policy)
+                self.plan_reads += read
+            hidden = block(hidden, run, mode, filters, overwrite_input=True, step=step)   # our own intermediate
             taken.append(run)
+            ways.append("all" if step is None else step.how)
+        self.last_ways = ways
         return hidden, taken
+
+    def _filter_groups(self) -> list[tuple[int, ...]]:
+        return [block.filter_groups() for block in self.blocks]
+
+    def execution_plan(self, images: torch.Tensor, decisions: torch.Tensor | None = None,
+                       filter_gates: torch.Tensor | None = None) -> list[BlockRun]:
+        """How skipped mode would run each block for these decisions and gates (``BlockRun.how``:
+        skip, all or gather): what the benchmark reports, and what the tests check."""
+        return self._plan(images, decisions, filter_gates, self.skipping_policy or policy_for(images.device))[0]
+
+    def _plan(self, images, decisions, filter_gates, policy) -> tuple[list[BlockRun], bool]:
+        """The plan, and whether making it read anything back to the host."""
+        gates = filter_gates if policy.slice_filters else None
+        if decisions is None and gates is None:   # filter gates the policy does not slice: masked
+            return [MASKED] * self.num_blocks, False
+        return plan_execution(decisions, gates, self._filter_groups(), len(images), policy), True
 
 
 def check_images(images: torch.Tensor) -> None:
@@ -388,14 +304,15 @@ def check_block_decisions(run: torch.Tensor, batch: int, index: int,
                          f"{device}: a decider must decide on the images' device")
 
 
-def check_decision_values(values: torch.Tensor, images: torch.Tensor, what: str) -> None:
+def check_decision_values(values: torch.Tensor, images: torch.Tensor, what: str,
+                          finite: bool = True) -> None:
     """Decisions or filter gates given with the images: on the images' device (every mode alike,
-    instead of a crash deep inside one of them) and finite (NaN would silently poison every
-    logit). Checked once per forward pass, before the first block."""
+    instead of a crash deep inside one of them) and, with ``finite``, finite (NaN would silently
+    poison every logit; reading that back waits for the GPU). Checked once per forward pass."""
     if values.device != images.device:
         raise ValueError(f"{what} are on {values.device}, the images on {images.device}: "
                          f"move them with .to({str(images.device)!r})")
-    if not bool(torch.isfinite(values).all()):
+    if finite and not bool(torch.isfinite(values).all()):
         raise ValueError(f"{what} must be finite (1 = run, 0 = skip, another value scales the "
                          f"residual), got NaN or inf")
 

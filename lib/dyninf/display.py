@@ -87,3 +87,36 @@ def plot_accuracy_against_macs(points: pd.DataFrame, ax, title: str = "accuracy 
            ylim=(bottom, max(max(heights), high + points["standard error (points)"].max()) + gap))
     ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
     return ax
+
+
+def plot_speedups(table: pd.DataFrame, title: str):
+    """`make bench`'s figure, one panel per batch size: each case's ideal speed-up (MACs) and the
+    one measured in skipped mode, as horizontal bars over the eager plain network, realized / ideal
+    written beside them; on a GPU a dashed line marks the plain network replayed as a CUDA graph
+    (the best static time there). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    batch_sizes = sorted(table.batch.unique())
+    cases = list(dict.fromkeys(table.case))
+    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(6 * len(batch_sizes), 0.5 * len(cases) + 1.5),
+                             sharey=True, squeeze=False)
+    for ax, batch_size in zip(axes[0], batch_sizes):
+        rows = table[table.batch == batch_size].set_index("case").reindex(cases)
+        y = range(len(cases))
+        ax.barh([i + 0.2 for i in y], rows["ideal speed-up"], height=0.4, color="lightgray", label="ideal (MACs)")
+        ax.barh([i - 0.2 for i in y], rows["skipped speed-up"], height=0.4, color="tab:purple",
+                label="skipped, measured")
+        for i, (measured, ratio) in enumerate(zip(rows["skipped speed-up"], rows["realized / ideal"])):
+            ax.text(measured + 0.05, i - 0.2, f"{ratio:.2f}", va="center", fontsize=8)
+        ax.axvline(1, color="k", lw=1, label="plain, eager")
+        graph = rows.get("plain CUDA graph ms")
+        if graph is not None and graph.notna().any():
+            ax.axvline((rows["plain ms"] / graph).median(), color="tab:green", ls="--", lw=1.5,
+                       label="plain as a CUDA graph")
+        ax.set(title=f"batch {batch_size} (numbers: realized / ideal)", xlabel="speed-up over the eager plain network")
+        ax.set_yticks(list(y), cases)
+    axes[0][0].invert_yaxis()   # the axes share y: inverting one inverts all
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

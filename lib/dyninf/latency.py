@@ -53,6 +53,33 @@ def time_calls(calls: dict[str, Callable], inputs: Sequence[tuple], min_run_time
     return seconds
 
 
+def cuda_graph_replay(module: nn.Module, example: torch.Tensor, warmup: int = 3) -> Callable:
+    """``module(x)`` recorded once as a CUDA graph for inputs shaped like ``example``, returned as
+    a function that copies ``x`` into the graph's input and replays it (no autograd; the output
+    tensor is reused by the next call). Replaying launches every kernel in one call, without the
+    host's per-operator cost: the best time a static network can have on this GPU, the honest
+    baseline for a dynamic one (whose decisions a single recorded graph cannot follow)."""
+    if example.device.type != "cuda":
+        raise ValueError(f"a CUDA graph needs inputs on a CUDA device, got {example.device}")
+    static_input = example.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(stream):   # warm-up on a side stream, as capture requires
+        for _ in range(warmup):
+            module(static_input)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        static_output = module(static_input)
+
+    def replay(x: torch.Tensor) -> torch.Tensor:
+        static_input.copy_(x)
+        graph.replay()
+        return static_output
+
+    return replay
+
+
 def compare_modes(plain: Callable, run: Callable, inputs: Sequence[tuple],
                   min_run_time: float = 0.5) -> dict[str, float]:
     """Seconds per call of ``plain(x)`` and of ``run(x, *rest, mode=...)`` in masked and skipped
@@ -129,9 +156,10 @@ def _pace(ratio: float) -> str:
 def _why_not(device: torch.device | str, what: str) -> str:
     if torch.device(device).type == "cuda":
         return (f" Where {what} does not pay here, it is not the arithmetic: a GPU runs a small network's "
-                f"convolutions faster than the host can launch them, and skipping adds small operations "
-                f"(gathering, scattering, reading each block's decisions back to the host) that cost "
-                f"more time than the work they save.")
+                f"convolutions faster than the host can launch them, so the time follows the number of "
+                f"operations launched, not the MACs; and skipped mode must read the decisions back to the "
+                f"host before the blocks run (once per batch, or once per gated block for a decider that "
+                f"decides block by block), while the GPU waits for the host's next launch.")
     return (f" Where {what} does not pay here, its bookkeeping (gathering and scattering images, the "
             f"decider's many small operations) costs more than the work it saves.")
 
