@@ -239,3 +239,12 @@ def test_where_the_policy_says_waiting_does_not_pay_local_and_filter_decisions_r
         with torch.no_grad():
             assert torch.allclose(net(x, mode="skipped"), net(x, mode="masked"), atol=1e-5), name
     assert skipping.policy_for("cuda") == skipping.POLICIES["cuda"] and skipping.policy_for("cpu").slice_filters
+
+
+def test_filter_gates_the_policy_does_not_slice_are_still_checked_for_nan():
+    net = cifar_resnet(8).eval()
+    net.skipping_policy = SkippingPolicy(slice_filters=False)   # nothing read back for the plan
+    gates = torch.ones(2, net.num_filter_gates)
+    gates[1, 7] = float("nan")
+    with pytest.raises(ValueError, match="filter gates must be finite"):
+        net(torch.randn(2, 3, 32, 32), filter_gates=gates, mode="skipped")

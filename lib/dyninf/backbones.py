@@ -232,14 +232,14 @@ class CifarResNet(nn.Module):
         check_mode(mode)
         batch = len(images)
         decider = as_decider(decisions, batch, self.num_blocks)
-        # Skipped mode checks finiteness in its plan, which reads the values back once anyway.
-        finite = mode == "masked"
+        policy = self.skipping_policy or policy_for(images.device)
+        # Skipped mode checks finiteness in its plan, which reads the values back once anyway;
+        # filter gates the policy does not slice are not read back, so they are checked here.
         if isinstance(decisions, torch.Tensor):
-            check_decision_values(decisions, images, "the decisions", finite)
+            check_decision_values(decisions, images, "the decisions", mode == "masked")
         if filter_gates is not None:
             check_filter_gates(filter_gates, batch, self.num_filter_gates)
-            check_decision_values(filter_gates, images, "the filter gates", finite)
-        policy = self.skipping_policy or policy_for(images.device)
+            check_decision_values(filter_gates, images, "the filter gates", mode == "masked" or not policy.slice_filters)
         plan, self.plan_reads = None, 0
         if mode == "skipped" and (isinstance(decisions, torch.Tensor) or decider is None and filter_gates is not None):
             # every decision known before the first block: one plan, one read back to the host
