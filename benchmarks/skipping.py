@@ -57,12 +57,11 @@ KEEP_RATES = (0.25, 0.5, 0.75, 1.0)
 
 
 def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tensor, plain_macs: int,
-              images: torch.Tensor, batch_size: int, min_run_time: float, decider=None,
-              plan_of=None) -> dict:
+              images: torch.Tensor, batch_size: int, min_run_time: float, decider=None) -> dict:
     """One row: ``run(images, decisions, mode=...)`` in both modes against ``plain(images)`` (and,
     on a GPU, against ``plain`` replayed as a CUDA graph), a global ``decider`` (policy, gater)
-    timed alone beside its share of the MACs, and how skipped mode ran the blocks (``plan_of(x, d)``:
-    the plan for a batch; by default ``plain``'s plan for block decisions ``d``)."""
+    timed alone beside its share of the MACs, and how skipped mode ran the blocks of ``plain``
+    (the backbone ``run`` uses: its ``last_ways``)."""
     parts = timing_slices(len(images), batch_size)
     inputs = [(images[p], decisions[p]) for p in parts]
     calls = {} if decider is None else {"decider": lambda x, d: decider(x)}
@@ -73,14 +72,18 @@ def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tenso
     ideal = plain_macs / spent_mean
     speedup = timed["plain"] / timed["skipped"]
     graph = timed.get("plain, CUDA graph", float("nan"))
-    plan_of = plan_of or (lambda x, d: plain.execution_plan(x, d))
+    ways = []
+    with torch.no_grad():
+        for item in inputs:
+            run(*item, mode="skipped")
+            ways.append(plain.last_ways)
     return {"case": case, "batch": batch_size, "plain ms": 1e3 * timed["plain"],
             "masked ms": 1e3 * timed["masked"], "skipped ms": 1e3 * timed["skipped"],
             "ideal speed-up": ideal, "masked speed-up": timed["plain"] / timed["masked"],
             "skipped speed-up": speedup, "realized / ideal": speedup / ideal,
             "skipped / masked speed-up": timed["masked"] / timed["skipped"],
             "plain CUDA graph ms": 1e3 * graph, "speed-up over the CUDA graph": graph / timed["skipped"],
-            "blocks skip/all/gather": ways_of([plan_of(*item) for item in inputs]),
+            "blocks skip/all/gather": ways_of(ways),
             "decider % of MACs": 100 * decider.macs_and_params()[0] / spent_mean if decider is not None else float("nan"),
             "decider % of time": 100 * timed["decider"] / timed["skipped"] if decider is not None else float("nan"),
             "max |masked - skipped|": timed["max |masked - skipped|"]}
@@ -98,9 +101,10 @@ def _graph_of(plain, example: torch.Tensor):
     return lambda x, d: replay(x)
 
 
-def ways_of(plans) -> str:
-    """How skipped mode ran the blocks, per batch on average: "skip/all/gather" block counts."""
-    counts = [sum(step.how == way for plan in plans for step in plan) / len(plans) for way in WAYS]
+def ways_of(batches: list[list[str]]) -> str:
+    """How skipped mode ran the blocks (each batch's ``last_ways``), per batch on average:
+    "skip/all/gather" block counts."""
+    counts = [sum(ran.count(way) for ran in batches) / len(batches) for way in WAYS]
     return "/".join(f"{count:.3g}" for count in counts)
 
 
@@ -141,12 +145,9 @@ def trained_cases(profile, data, images, batch_sizes, min_run_time, policy=None)
             spent, plain_macs = spent_macs(net, decisions), network_cost(backbone).total_macs
             run = lambda x, d, mode, net=net: net(x, mode=mode)  # noqa: E731
             decider = net.decider if net.decides_once else None   # runs once: time it alone as well
-        plan_of = None
-        if getattr(net.decider, "decides_filters", False):   # GaterNet's decisions are filter gates
-            plan_of = lambda x, gates, b=backbone: b.execution_plan(x, filter_gates=gates)  # noqa: E731
         for batch_size in batch_sizes:
             rows.append(time_case(name, backbone, run, decisions, spent, plain_macs, images, batch_size,
-                                  min_run_time, decider, plan_of))
+                                  min_run_time, decider))
     return rows
 
 
