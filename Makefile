@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PROFILE ?= quick
 STAMP   := $(VENV)/.installed
 
-.PHONY: install test unit course bench gpu-check gpu-wheels clean
+.PHONY: install test unit course bench gpu-check gpu-standard gpu-wheels clean
 
 install: $(STAMP)
 
@@ -38,9 +38,18 @@ bench: install
 # as it is (a GPU image has its own PyTorch), and reports the versions it finds.
 # GPU_CHECK_ARGS=--dry-run: the same steps cut short, for a CPU (make test runs it so).
 GPU_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+GPU_LIB := PYTHONPATH=$(CURDIR)/lib$${PYTHONPATH:+:$$PYTHONPATH}
 GPU_CHECK_OUT ?= build/gpu-check
 gpu-check:
-	PYTHONPATH=$(CURDIR)/lib$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) -m dyninf.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+	$(GPU_LIB) $(GPU_PY) -m dyninf.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+
+# On a GPU, the standard profile end to end (issue 16): every training, timed (a stopped run
+# resumes: run it again), the course on the trained networks, and the run kept as reference
+# results in results/standard/. No install step, as gpu-check.
+gpu-standard:
+	$(GPU_LIB) $(GPU_PY) -m dyninf.trainings --profile standard --train
+	$(GPU_LIB) $(GPU_PY) -m dyninf.course --profile standard --out build/standard
+	$(GPU_LIB) $(GPU_PY) -m dyninf.reference --build build/standard --out results/standard
 
 # For an offline GPU machine whose image has PyTorch but not the notebook runner: wheels of
 # papermill, nbconvert, ipykernel and nbformat (the pinned versions) and all they need, for its

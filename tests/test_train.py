@@ -1,12 +1,16 @@
 import json
+import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import dyninf.train as train_module
 from dyninf.backbones import cifar_resnet
 from dyninf.data import synthetic_dataset
 from dyninf.train import CHECKPOINT, HISTORY, TrainConfig, evaluate, fit, load_history, predict
+from test_devices import _dynamic_networks
+from test_skipping import SYNCING
 
 CONFIG = TrainConfig(epochs=3, batch_size=32, lr=0.05, schedule="onecycle", seed=3)
 
@@ -223,3 +227,71 @@ def test_an_unknown_progress_style_is_a_clear_error(data, monkeypatch):
     monkeypatch.setenv("DYNINF_PROGRESS", "fancy")
     with pytest.raises(ValueError, match=r"DYNINF_PROGRESS must be one of \('bars', 'lines'\), got 'fancy'"):
         fit(_net(), data, CONFIG, device="cpu")
+
+
+class ReadBackCounter(TorchDispatchMode):
+    """Counts the operators that read a value back to the host (on a GPU: wait for it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.reads += func.name() in SYNCING
+        return func(*args, **(kwargs or {}))
+
+
+def _reads_in_one_epoch(net, data, batch_size, monkeypatch):
+    counter = ReadBackCounter()
+    original = train_module._train_one_epoch
+
+    def counted(*args):
+        with counter:
+            return original(*args)
+
+    monkeypatch.setattr(train_module, "_train_one_epoch", counted)
+    fit(net, data, TrainConfig(epochs=1, batch_size=batch_size), progress=False, device="cpu")
+    return counter.reads
+
+
+@pytest.mark.parametrize("kind", ["plain", "AIG", "GaterNet"])
+def test_training_reads_back_to_the_host_once_per_epoch_not_per_step(data, kind, monkeypatch):
+    """Plain and masked training (AIG's gates, GaterNet's filter gates) never wait for the device
+    inside the epoch: 12 steps read back no more than 2 steps do."""
+    def network():
+        return _net() if kind == "plain" else _dynamic_networks("cpu")[kind].train()
+
+    few = _reads_in_one_epoch(network(), data, 120, monkeypatch)     # 2 steps
+    many = _reads_in_one_epoch(network(), data, 20, monkeypatch)     # 12 steps
+    assert many == few <= 2
+
+
+def test_a_diverged_epoch_is_a_clear_error_and_leaves_no_checkpoint(data, tmp_path):
+    with pytest.raises(FloatingPointError, match="diverged in epoch 1.*smaller learning rate"):
+        fit(_net(), data, TrainConfig(epochs=2, batch_size=60, lr=1e30), tmp_path, progress=False,
+            device="cpu")
+    assert not (tmp_path / CHECKPOINT).exists()
+
+
+@pytest.mark.cuda
+def test_on_cuda_an_epochs_synchronisations_do_not_grow_with_its_steps(data):
+    """CUDA's own sync debugger counts what makes the host wait (batches, training steps, the
+    epoch's one read-back): the same for 12 steps as for 2."""
+    def synchronisations(batch_size):
+        net = _net().cuda().to(memory_format=torch.channels_last)
+        batches = train_module.Batches(data.train_images, data.train_labels, batch_size, train=True, device="cuda")
+        optimizer = train_module.make_optimizer(net, CONFIG)
+        scheduler = train_module.make_scheduler(optimizer, CONFIG, len(batches))
+        args = (optimizer, scheduler, train_module._plain_forward, {}, {}, torch.device("cuda"), False)
+        train_module._train_one_epoch(net, batches, 0, *args)   # warm-up: kernels, caches
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train_module._train_one_epoch(net, batches, 1, *args)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return len([w for w in caught if "called a synchronizing" in str(w.message)])
+
+    assert synchronisations(20) == synchronisations(120)

@@ -308,11 +308,13 @@ def check_decision_values(values: torch.Tensor, images: torch.Tensor, what: str,
                           finite: bool = True) -> None:
     """Decisions or filter gates given with the images: on the images' device (every mode alike,
     instead of a crash deep inside one of them) and, with ``finite``, finite (NaN would silently
-    poison every logit; reading that back waits for the GPU). Checked once per forward pass."""
+    poison every logit; reading that back waits for the GPU). Checked once per forward pass, except
+    for values that carry a gradient: a decider's own output while it trains (GaterNet's gates),
+    where a NaN shows in the loss, which training checks once per epoch instead of per step."""
     if values.device != images.device:
         raise ValueError(f"{what} are on {values.device}, the images on {images.device}: "
                          f"move them with .to({str(images.device)!r})")
-    if finite and not bool(torch.isfinite(values).all()):
+    if finite and not values.requires_grad and not bool(torch.isfinite(values).all()):
         raise ValueError(f"{what} must be finite (1 = run, 0 = skip, another value scales the "
                          f"residual), got NaN or inf")
 

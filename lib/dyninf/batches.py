@@ -5,6 +5,7 @@ as uint8 and each batch is cropped, flipped and normalised there.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterator
 
@@ -21,9 +22,16 @@ def normalize(images: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> torch
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"expected uint8 images of shape (N, 3, H, W), "
                          f"got {images.dtype} {tuple(images.shape)}")
-    mean = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
+    mean, std = _channel_statistics(tuple(mean), tuple(std), images.device)
     return (images.float() / 255 - mean) / std
+
+
+@functools.lru_cache(maxsize=None)
+def _channel_statistics(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept per device: a new tensor from a Python list per batch would be a copy to the GPU that
+    can make the host wait for it (the list is in pageable memory)."""
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1),
+            torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
 def model_inputs(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -77,16 +85,19 @@ class Batches:
         order = torch.randperm(n, generator=generator) if self.train else torch.arange(n)
         offsets = torch.randint(0, 9, (n, 2), generator=generator)
         flips = torch.rand(n, generator=generator) < 0.5
+        # drawn on the host (the same batches on every device), moved to the device once per
+        # epoch: three copies per batch could each make the host wait for the GPU
+        order, offsets, flips = (values.to(self.device) for values in (order, offsets[order], flips[order]))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
-            images = self.images[index.to(self.device)]
+            images = self.images[index]
             if self.train:
-                images = crop_and_flip(images, offsets[index].to(self.device),
-                                       flips[index].to(self.device))
+                images = crop_and_flip(images, offsets[start:start + self.batch_size],
+                                       flips[start:start + self.batch_size])
             images = normalize(images)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            yield images, self.labels[index.to(self.device)]
+            yield images, self.labels[index]
 
     def __iter__(self):
         return self.epoch(0)

@@ -20,6 +20,8 @@ from dyninf.trained import (AIG_SCHEDULES, GATERNET_SCHEDULES, finished_runs, tr
 from dyninf.uncertainty import SIGNIFICANT, binomial_standard_error, compare_accuracies
 
 METHODS = ("plain", "SD", "AIG", "GaterNet", "BlockDrop")
+# the plain ResNets of each profile that the static frontier is drawn through (notebook 05)
+FRONTIER_DEPTHS = {"quick": (8, 14, 20), "standard": (20, 32, 44), "paper": (56, 110)}
 COLUMNS = ["method", "network", "mean MACs (M)", "accuracy (%)", "standard error (points)",
            "training epochs", "control"]
 MACS, ACCURACY = "mean MACs (M)", "accuracy (%)"

@@ -10,8 +10,9 @@ Steps, each logged to ``<out>/<step>.log`` and timed:
    PyTorch; the pin test stays in `make test`);
 2. the unit tests, the CUDA ones included (``-m "not notebook and not pins"``; dry run: only the
    ``cuda`` tests, which a CPU skips);
-3. the quick course on the GPU, every notebook (dry run: notebook 00 only);
-4. `make bench`, then its random decisions on a ResNet-110 (dry run: its tiny configuration).
+3. the standard profile's recipes, each for one epoch on 2 images per class (the same in a dry run);
+4. the quick course on the GPU, every notebook (dry run: notebook 00 only);
+5. `make bench`, then its random decisions on a ResNet-110 (dry run: its tiny configuration).
 
 Then ``<out>/SUMMARY.md`` (one page: device, versions, per-step and per-notebook status and time,
 the benchmark's summary line) and ``<out>.tar.gz`` with everything the steps wrote. Exit status 0
@@ -137,6 +138,19 @@ def course(out: Path, dry_run: bool) -> tuple[Step, list[dict]]:
     return step, runs
 
 
+def standard_dry_run(out: Path, dry_run: bool) -> Step:
+    """Every training of the standard profile on 2 images per class, one epoch each, on this
+    device: its recipes' code paths (batch 512, bf16 on CUDA) checked before `make gpu-standard`
+    spends minutes on them. The same in a dry run."""
+    step = Step("standard dry run")
+    status = run_logged([sys.executable, "-m", "dyninf.trainings", "--profile", "standard", "--train",
+                         "--dry-run"], out / "standard-dry-run.log")
+    step.status = "ok" if status == 0 else "FAILED"
+    log = (out / "standard-dry-run.log").read_text()
+    step.details.append(f"{log.count('[trainings] ')} trainings of the standard recipes, one epoch each")
+    return step
+
+
 def bench(out: Path, dry_run: bool) -> Step:
     """`make bench` on the quick profile's networks, then random decisions on a ResNet-110 (where
     a GPU's launch overhead weighs most); each summary line in the details."""
@@ -214,7 +228,8 @@ def run_check(out: Path, dry_run: bool = False) -> bool:
     if not env["cuda_available"] and not dry_run:
         print("[gpu-check] no CUDA device here; continuing (the CUDA tests will be skipped)", flush=True)
     steps, notebooks = [], []
-    for name, run in (("unit tests", unit_tests), ("quick course", course), ("make bench", bench)):
+    for name, run in (("unit tests", unit_tests), ("standard dry run", standard_dry_run),
+                      ("quick course", course), ("make bench", bench)):
         print(f"[gpu-check] {name} ...", flush=True)
         began = time.perf_counter()
         result = run(out, dry_run)

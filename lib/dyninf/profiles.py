@@ -2,7 +2,8 @@
 
 * ``quick``: the default and what CI runs; a laptop CPU (2 cores suffice), a class-balanced CIFAR-10
   subset, ResNet-20, a few epochs: every notebook in 4-6.5 minutes on 2 cores.
-* ``standard``: one GPU, all of CIFAR-10; not yet run end to end (issue 16 sizes it).
+* ``standard``: one GPU, all of CIFAR-10, ResNet-32; sized for about 12 minutes for the whole course on
+  one H100 (``dyninf.trainings`` estimates it from measured step times; not yet run end to end).
 * ``paper``: the papers' depth and schedule; hours to days on one GPU.
 """
 from __future__ import annotations
@@ -30,6 +31,9 @@ class Profile:
     device: torch.device = field(default_factory=default_device)
     dataset: str = "cifar10"        # "cifar100": GaterNet's paper profile (see ``for_dataset``)
     data_seed: int = 0              # draws the class-balanced subset: the same for every seed
+    # every training of the profile stops after this many epochs (None: the recipes' own); only
+    # ``dry_run`` sets it, so that a profile's recipes can be exercised on a CPU in seconds
+    epoch_cap: int | None = None
 
     @property
     def seed(self) -> int:
@@ -57,13 +61,28 @@ class Profile:
         dataset_spec(dataset)
         return replace(self, dataset=dataset)
 
+    def dry_run(self, per_class: int = 2) -> "Profile":
+        """This profile's recipes (networks, batch sizes, schedules, deciders) on ``per_class``
+        images per class, every training cut to one epoch, in runs of their own: proves on a CPU
+        that a profile's code paths work, in seconds, before hours of a GPU are spent on them."""
+        return replace(self, train_per_class=per_class, test_per_class=per_class,
+                       held_out_per_class=0, epoch_cap=1)
+
+    def train_config(self, recipe: TrainConfig | None = None) -> TrainConfig:
+        """``recipe`` (default: the profile's plain schedule) with the profile's training seed,
+        cut to ``epoch_cap`` epochs in a dry run."""
+        recipe = recipe or self.train
+        epochs = recipe.epochs if self.epoch_cap is None else min(recipe.epochs, self.epoch_cap)
+        return replace(recipe, seed=self.seed, epochs=epochs)
+
     @property
     def runs(self) -> str:
         """Sub-folder of ``runs/`` that holds this profile's trained networks (``paper-cifar100``
         for another data set than CIFAR-10, ``quick-seed2`` for another training seed than 0, so
         that their networks never mix)."""
         folder = self.name if self.dataset == "cifar10" else f"{self.name}-{self.dataset}"
-        return folder if self.seed == 0 else f"{folder}-seed{self.seed}"
+        folder = folder if self.seed == 0 else f"{folder}-seed{self.seed}"
+        return folder if self.epoch_cap is None else f"{folder}-dry-run"
 
 
 PROFILES = {
@@ -74,11 +93,15 @@ PROFILES = {
                           weight_decay=5e-4),
         held_out_per_class=200,
     ),
+    # standard: batch 512, because a GPU step of ResNet-32 costs the same at 128 and 512 images
+    # (14.8 and 14.6 ms on an H100: launch-bound), so an epoch is 4 times cheaper; the one-cycle
+    # rate scaled with it (quick's 0.2 at 128). Sized so that the course fits 12 minutes on one
+    # H100 by ``dyninf.trainings``' estimate; not yet run end to end (issue 16).
     "standard": Profile(
-        name="standard", needs="one GPU; not yet run end to end (notebook headers give estimates)",
+        name="standard", needs="one GPU, about 12 minutes for the whole course (estimated, not yet run)",
         depth=32, train_per_class=None, test_per_class=None,
-        train=TrainConfig(epochs=60, batch_size=128, lr=0.2, schedule="onecycle",
-                          weight_decay=5e-4),
+        train=TrainConfig(epochs=40, batch_size=128, lr=0.2, schedule="onecycle",
+                          weight_decay=5e-4).at_batch_size(512),
     ),
     "paper": Profile(
         # He et al. 2016, Sec. 4.2: lr 0.1, /10 at 32k and 48k of 64k iterations (~164 epochs at

@@ -8,10 +8,11 @@ a per-epoch history returned as a table and written as JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -63,6 +64,20 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"epochs, batch_size and lr must be positive, got {self}")
         object.__setattr__(self, "milestones", tuple(self.milestones))
+
+    def at_batch_size(self, batch_size: int) -> "TrainConfig":
+        """This recipe at another batch size, with the learning rate scaled so that an epoch moves
+        the weights about as far: linearly for SGD (Goyal et al. 2017, "Accurate, large minibatch
+        SGD", which needs a warm-up: one-cycle's first 30% is one), by the square root for Adam
+        (Malladi et al. 2022, "On the SDEs and scaling rules for adaptive gradient algorithms")."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if self.schedule != "onecycle" and self.optimizer == "sgd" and batch_size > self.batch_size:
+            raise ValueError("a larger batch with SGD needs a warm-up, which only the one-cycle "
+                             f"schedule has; this recipe's schedule is {self.schedule!r}")
+        ratio = batch_size / self.batch_size
+        return replace(self, batch_size=batch_size,
+                       lr=self.lr * (ratio if self.optimizer == "sgd" else math.sqrt(ratio)))
 
 
 def seed_everything(seed: int) -> None:
@@ -218,9 +233,13 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
 
 def _train_one_epoch(model, batches, epoch, optimizer, scheduler, forward, extra_losses, metrics,
                      device, progress) -> dict:
+    """One pass over the training batches. The running sums (loss, correct predictions, each
+    logged term; weighted by batch size) stay on the device and are read back once, at the end:
+    a read per step (``loss.item()``) would make the host wait for the GPU at every step, so it
+    could never queue the next step's kernels while the GPU runs this one."""
     model.train()
     logged = [*extra_losses, *metrics]
-    sums = {"loss": 0.0, "correct": 0.0, **{name: 0.0 for name in logged}}
+    sums = torch.zeros(2 + len(logged), device=device)
     seen = 0
     start = time.perf_counter()
     bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}", leave=False,
@@ -240,15 +259,20 @@ def _train_one_epoch(model, batches, epoch, optimizer, scheduler, forward, extra
         scheduler.step()
         n = len(labels)
         seen += n
-        sums["loss"] += loss.item() * n
-        sums["correct"] += (logits.argmax(1) == labels).sum().item()
-        for name, value in extras.items():
-            sums[name] += value.item() * n
-        bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{sums['correct'] / seen:.3f}")
-    row = {"epoch": epoch + 1, "lr": lr,
-           "train_loss": sums["loss"] / seen, "train_accuracy": sums["correct"] / seen,
+        with torch.no_grad():
+            step_values = [loss.float() * n, (logits.argmax(1) == labels).sum().float(),
+                           *(torch.as_tensor(extras[name], device=device).float() * n for name in logged)]
+            sums += torch.stack(step_values)
+    means = [total / seen for total in sums.tolist()]   # the epoch's one read back to the host
+    if not all(math.isfinite(value) for value in means):
+        named = dict(zip(["train_loss", "train_accuracy", *logged], means))
+        raise FloatingPointError(
+            f"training diverged in epoch {epoch + 1}: {named}. Its checkpoint was not written; try "
+            f"a smaller learning rate (lr) or a longer warm-up, then run again (it resumes from the "
+            f"last finished epoch)")
+    row = {"epoch": epoch + 1, "lr": lr, "train_loss": means[0], "train_accuracy": means[1],
            "seconds": time.perf_counter() - start}
-    row.update({name: sums[name] / seen for name in logged})
+    row.update(zip(logged, means[2:]))
     return row
 
 

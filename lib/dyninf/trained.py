@@ -30,8 +30,8 @@ def train_cached(profile: Profile, name: str, model: nn.Module, data: ImageDatas
                  **fit_kwargs) -> pd.DataFrame:
     """Train ``model`` as run ``name`` of ``profile``: loaded when complete, resumed when
     interrupted, trained when missing. Returns the history. ``config`` (default: the profile's)
-    trains with the profile's seed. ``fit_kwargs`` go to ``fit``."""
-    config = replace(config or profile.train, seed=profile.seed)
+    trains with the profile's seed (and one epoch in a dry run). ``fit_kwargs`` go to ``fit``."""
+    config = profile.train_config(config)
     seed = "" if profile.seed == 0 else f", seed {profile.seed}"
     return fit(model, data, config, run_dir(profile, name), device=profile.device,
                progress=progress, description=f"{name} ({profile.name}{seed})", **fit_kwargs)
@@ -64,6 +64,11 @@ def finished_runs(profile: Profile, pattern: str) -> list[re.Match]:
     return [m for f in folders if (f / "history.json").exists() and (m := re.fullmatch(pattern, f.name))]
 
 
+def stochastic_depth_recipe(profile: Profile) -> TrainConfig:
+    """The profile's schedule, and in ``paper`` the official code's CIFAR-10 one: 500 epochs."""
+    return replace(profile.train, epochs=500) if profile.name == "paper" else profile.train
+
+
 def train_stochastic_depth(profile: Profile, data: ImageDataset | None = None, p_last: float = 0.5,
                            config: TrainConfig | None = None, progress: bool = True
                            ) -> tuple[DynamicNetwork, pd.DataFrame]:
@@ -88,8 +93,8 @@ AIG_SCHEDULES = {
               "config": TrainConfig(epochs=4, batch_size=128, lr=0.05, schedule="onecycle",
                                     decider_lr_factor=20)},
     "standard": {"finetune": True, "targets": (0.5, 0.7, 0.9), "loss_weight": 5.0,
-                 "config": TrainConfig(epochs=30, batch_size=128, lr=0.05, schedule="onecycle",
-                                       decider_lr_factor=10)},
+                 "config": TrainConfig(epochs=15, batch_size=128, lr=0.05, schedule="onecycle",
+                                       decider_lr_factor=10).at_batch_size(512)},
     "paper": {"finetune": False, "targets": (0.7,), "loss_weight": 2.0,
               "config": TrainConfig(epochs=350, batch_size=256, lr=0.1, schedule="step",
                                     milestones=(150 / 350, 250 / 350), nesterov=False)},
@@ -157,8 +162,8 @@ GATERNET_SCHEDULES = {
                                     decider_lr_factor=4)},
     "standard": {"finetune": True, "gater_depth": 20, "gater_width": 16, "bottleneck": 256,
                  "sparsity_weights": (0.0, 1.0),
-                 "config": TrainConfig(epochs=30, batch_size=128, lr=0.05, schedule="onecycle",
-                                       decider_lr_factor=2)},
+                 "config": TrainConfig(epochs=15, batch_size=128, lr=0.05, schedule="onecycle",
+                                       decider_lr_factor=2).at_batch_size(512)},
     "paper": {"finetune": False, "backbone_depth": 164, "backbone_bottleneck": True,
               "gater_depth": 20, "gater_width": 16, "bottleneck": 256,
               "sparsity_weights": (0.0, 1.0), "config": None,   # None: the profile's schedule
@@ -237,7 +242,8 @@ BLOCKDROP_SCHEDULES = {
               "curriculum": _adam(3, 128, 1e-3), "finetune": _adam(2, 128, 1e-4, decider_lr_factor=10)},
     "standard": {"policy_depth": 8, "policy_width": 16, "alpha": 0.8, "entropy_weight": 0.1,
                  "blocks_per_epoch": 1, "curriculum_penalty": 1.0, "penalty": 10.0,
-                 "curriculum": _adam(30, 256, 1e-3), "finetune": _adam(20, 256, 1e-4, decider_lr_factor=10)},
+                 "curriculum": _adam(15, 256, 1e-3).at_batch_size(512),   # one epoch per block
+                 "finetune": _adam(10, 256, 1e-4, decider_lr_factor=10).at_batch_size(512)},
     "paper": {"policy_depth": 8, "policy_width": 16, "alpha": 0.8, "entropy_weight": 0.1,
               "blocks_per_epoch": 1, "curriculum_penalty": 1.0, "penalty": 10.0,
               "curriculum": _adam(5000, 2048, 1e-3), "finetune": _adam(1600, 256, 1e-4),

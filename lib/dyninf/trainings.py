@@ -1,0 +1,198 @@
+"""Every training the course's notebooks do in a profile, in one list: what a dry run of a
+profile's recipes trains, and what the time estimate of a profile counts.
+
+    python -m dyninf.trainings --profile standard            # the estimate per training and notebook
+    python -m dyninf.trainings --profile standard --train    # train them all here, timed
+
+The estimate multiplies each training's steps by a step time measured on one H100 (each method's
+per-epoch time at ResNet-32 on all of CIFAR-10, issue 16). It is an estimate, not a measurement
+of the profile, and says so wherever it is shown.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import pandas as pd
+
+from dyninf.backbones import cifar_resnet
+from dyninf.cost import network_cost
+from dyninf.data import ImageDataset, dataset_spec
+from dyninf.deciders import Gater
+from dyninf.frontier import FRONTIER_DEPTHS
+from dyninf.paths import runs_dir
+from dyninf.profiles import PROFILES, Profile, get_profile
+from dyninf.report import device_name
+from dyninf.train import TrainConfig
+from dyninf.trained import (AIG_SCHEDULES, BLOCKDROP_SCHEDULES, GATERNET_SCHEDULES, stochastic_depth_recipe,
+                            train_aig, train_baseline, train_blockdrop, train_gaternet,
+                            train_stochastic_depth, train_wider)
+
+# Seconds per training step on one H100 (PyTorch 2.11, bf16, channels-last), ResNet-32 on all of
+# CIFAR-10, measured at main 31c5ae7 as one epoch of each method's recipe then (issue 16): the
+# epoch's seconds over its steps (390 at batch 128, 195 at 256), with a read-back per step.
+H100_STEP_SECONDS = {"plain": 5.7 / 390, "SD": 5.8 / 390, "AIG": 11.2 / 390, "GaterNet": 9.1 / 390,
+                     "BlockDrop curriculum": 3.9 / 195, "BlockDrop finetuning": 8.2 / 195}
+MEASURED_DEPTH = 32
+# Up to this batch a step costs what the measured one did (the GPU waits on kernel launches:
+# ResNet-32's plain step took 14.8 ms at batch 128 and 14.6 ms at 512); beyond it, proportionally more.
+LAUNCH_BOUND_BATCH = 512
+
+
+@dataclass(frozen=True)
+class Training:
+    notebook: str                 # the first notebook that trains it (later ones load it)
+    label: str
+    depth: int                    # the trained network's depth (step time grows with it)
+    # each phase's recipe, with whose measured step time it costs (a key of H100_STEP_SECONDS)
+    phases: tuple[tuple[str, TrainConfig], ...]
+    train: Callable[[ImageDataset], object]   # trains it (or loads it when cached)
+
+
+def course_trainings(profile: Profile) -> list[Training]:
+    """What notebooks 00-05 train in ``profile``, in the order they first train it (the profile's
+    data set only: notebook 03's paper grid adds CIFAR-100 runs that are not listed)."""
+    depth = profile.depth
+    aig, gaternet, blockdrop = (schedules[profile.name] for schedules in
+                                (AIG_SCHEDULES, GATERNET_SCHEDULES, BLOCKDROP_SCHEDULES))
+    gated_depth = depth if gaternet["finetune"] else gaternet["backbone_depth"]
+    recipe = profile.train_config   # a schedule as the profile trains it (cut in a dry run)
+
+    def plain(notebook, plain_depth, label=None, train=None):
+        return Training(notebook, label or f"plain ResNet-{plain_depth}", plain_depth,
+                        (("plain", recipe()),), train or partial(_baseline, profile, plain_depth))
+
+    trainings = [
+        plain("00", depth),
+        Training("01", f"stochastic depth ResNet-{depth}", depth, (("SD", recipe(stochastic_depth_recipe(profile))),),
+                 partial(_stochastic_depth, profile)),
+        *(Training("02", f"AIG, t = {target:g}", depth, (("AIG", recipe(aig["config"])),),
+                   partial(_aig, profile, target)) for target in aig["targets"]),
+        *(Training("03", f"GaterNet, L1 weight {weight:g}", gated_depth,
+                   (("GaterNet", recipe(gaternet["config"])),), partial(_gaternet, profile, weight))
+          for weight in gaternet["sparsity_weights"]),
+    ]
+    if profile.name != "quick":   # notebook 03: GaterNet's control, a plain ResNet as large
+        trainings.append(plain("03", depth, "ResNet-Wider", partial(_wider, profile)))
+    for blockdrop_depth in (depth, *blockdrop.get("extra_depths", ())):
+        if blockdrop_depth != depth:
+            trainings.append(plain("04", blockdrop_depth))
+        trainings.append(Training("04", f"BlockDrop ResNet-{blockdrop_depth}", blockdrop_depth,
+                                  (("BlockDrop curriculum", recipe(blockdrop["curriculum"])),
+                                   ("BlockDrop finetuning", recipe(blockdrop["finetune"]))),
+                                  partial(_blockdrop, profile, blockdrop_depth)))
+    trained = {t.depth for t in trainings if t.label.startswith("plain")}
+    return trainings + [plain("05", d) for d in FRONTIER_DEPTHS[profile.name] if d not in trained]
+
+
+def _baseline(profile, depth, data):
+    return train_baseline(profile, data, depth, progress=False)
+
+
+def _stochastic_depth(profile, data):
+    return train_stochastic_depth(profile, data, config=stochastic_depth_recipe(profile), progress=False)
+
+
+def _aig(profile, target, data):
+    return train_aig(profile, data, target, progress=False)
+
+
+def _gaternet(profile, weight, data):
+    schedule = GATERNET_SCHEDULES[profile.name]
+    scratch = None if schedule["finetune"] else (schedule["backbone_depth"], schedule["backbone_bottleneck"])
+    return train_gaternet(profile, data, weight, progress=False, scratch_backbone=scratch)
+
+
+def _wider(profile, data):
+    return train_wider(profile, wider_parameters(profile, len(data.classes)), data, progress=False)
+
+
+def wider_parameters(profile: Profile, classes: int = 10) -> int:
+    """Notebook 03's budget for ResNet-Wider: the plain backbone's parameters and the gater's."""
+    schedule = GATERNET_SCHEDULES[profile.name]
+    backbone = cifar_resnet(profile.depth, classes)
+    gater = Gater.for_backbone(backbone, depth=schedule["gater_depth"], width=schedule["gater_width"],
+                               bottleneck=schedule["bottleneck"])
+    return network_cost(backbone).total_params + gater.macs_and_params()[1]
+
+
+def _blockdrop(profile, depth, data):
+    return train_blockdrop(profile, data, progress=False, depth=depth)
+
+
+def estimated_seconds(training: Training, train_images: int) -> float:
+    """Seconds of training on one H100 estimated from ``H100_STEP_SECONDS``: steps times the
+    method's step time, scaled by the network's layers (launch-bound: time goes with kernels)
+    and, beyond ``LAUNCH_BOUND_BATCH``, by the batch. Evaluation and notebook work not counted."""
+    layers = (training.depth - 2) / (MEASURED_DEPTH - 2)
+    return sum(config.epochs * math.floor(train_images / config.batch_size) * H100_STEP_SECONDS[kind]
+               * layers * max(1.0, config.batch_size / LAUNCH_BOUND_BATCH) for kind, config in training.phases)
+
+
+def estimate_table(profile: Profile) -> pd.DataFrame:
+    """Each training of ``profile`` with its epochs, batch sizes and estimated H100 minutes."""
+    spec = dataset_spec(profile.dataset)
+    images = (profile.train_per_class or spec.per_class["train"]) * len(spec.classes)
+    rows = [{"notebook": t.notebook, "training": t.label,
+             "epochs": " + ".join(str(config.epochs) for _, config in t.phases),
+             "batch": " + ".join(str(config.batch_size) for _, config in t.phases),
+             "estimated minutes": estimated_seconds(t, images) / 60} for t in course_trainings(profile)]
+    return pd.DataFrame(rows)
+
+
+def shown_minutes(minutes: float) -> str:
+    return f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.0f} h"
+
+
+def readme_row(profile: Profile) -> str:
+    """The README's row of estimated training time per notebook (00-05) and in all."""
+    table = estimate_table(profile)
+    per_notebook = table.groupby("notebook")["estimated minutes"].sum()
+    cells = [shown_minutes(m) for m in per_notebook] + [shown_minutes(table["estimated minutes"].sum())]
+    return f"| `{profile.name}`, estimated training on one H100 | " + " | ".join(cells) + " |"
+
+
+def train_all(profile: Profile, data: ImageDataset | None = None) -> pd.DataFrame:
+    """Train (or load) every training of ``profile`` in order, as the notebooks would: the
+    estimate table with each one's measured minutes beside it. A stopped run resumes where it was."""
+    if profile.epoch_cap is not None:   # a dry run trains afresh: a cached run would hide a broken recipe
+        shutil.rmtree(runs_dir() / profile.runs, ignore_errors=True)
+    data = data if data is not None else profile.load_data()
+    table = estimate_table(profile)
+    measured = []
+    for training in course_trainings(profile):
+        start = time.perf_counter()
+        training.train(data)
+        measured.append((time.perf_counter() - start) / 60)
+        print(f"[trainings] {training.label}: {measured[-1]:.1f} min", flush=True)
+    return table.assign(**{"measured minutes": measured})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A profile's trainings: the H100 estimate, or train them all.")
+    parser.add_argument("--profile", default="standard", choices=sorted(PROFILES))
+    parser.add_argument("--train", action="store_true",
+                        help="train every one on this machine's device (cached runs are loaded), then "
+                             "`make course PROFILE=...` finds them all; with the times measured")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --train: the profile's recipes on 2 images per class, one epoch each")
+    args = parser.parse_args(argv)
+    profile = get_profile(args.profile, device=None if args.train else "cpu")
+    profile = profile.dry_run() if args.dry_run else profile
+    table = train_all(profile) if args.train else estimate_table(profile)
+    print(table.round(2).to_string(index=False))
+    print(f"\nin all: {table['estimated minutes'].sum():.1f} minutes of training on one H100 (estimated); "
+          f"as the README shows it:\n{readme_row(profile)}")
+    if args.train:
+        print(f"measured here: {table['measured minutes'].sum():.1f} minutes ({device_name(profile.device)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
