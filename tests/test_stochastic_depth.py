@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+from torchvision.ops import stochastic_depth
+
+import dyninf.skipping as skipping
 from dyninf.backbones import cifar_resnet
 from dyninf.deciders import StochasticDepth, survival_probabilities
 from dyninf.dynamic import DynamicNetwork
@@ -44,10 +47,31 @@ def test_batch_mode_draws_once_per_batch_at_the_right_rate():
     probe = torch.zeros(8, 1, 1, 1)
     kept = []
     for _ in range(4000):
-        draws = decider(3, probe)
-        assert len(draws.unique()) == 1
-        kept.append(draws[0].item() > 0)
+        draw = decider(3, probe)      # one number for the whole batch, drawn on the host
+        assert isinstance(draw, float) and draw in (0.0, pytest.approx(2.0))
+        kept.append(draw > 0)
     assert sum(kept) / len(kept) == pytest.approx(0.5, abs=0.03)
+
+
+def test_batch_mode_skips_without_planning_and_as_torchvision_draws_it():
+    """Skipped mode drops or runs each block from the host's number alone (no plan, nothing read
+    back), and the draws are torchvision's batch-mode draws from the same generator."""
+    net = _sd_net().train()
+    plans = []
+    original = skipping.plan_execution
+    skipping.plan_execution = lambda *args, **kwargs: plans.append(1) or original(*args, **kwargs)
+    images = torch.randn(5, 3, 32, 32)
+    try:
+        torch.manual_seed(4)
+        _, taken = net(images, return_decisions=True)
+    finally:
+        skipping.plan_execution = original
+    assert plans == [] and net.backbone.plan_reads == 0
+    assert [way for way in net.backbone.last_ways] == ["skip" if d == 0 else "all" for d in taken[0].tolist()]
+    torch.manual_seed(4)
+    expected = [stochastic_depth(torch.ones(5), p=1 - p, mode="batch")[0].item()
+                for p in survival_probabilities(net.num_blocks, 0.5).tolist()]
+    assert taken[0].tolist() == pytest.approx(expected) and (taken == taken[0]).all()
 
 
 def _sd_net(mode="batch", train_mode="skipped"):

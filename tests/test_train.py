@@ -8,6 +8,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import dyninf.train as train_module
 from dyninf.backbones import cifar_resnet
 from dyninf.data import synthetic_dataset
+from dyninf.deciders import StochasticDepth
+from dyninf.dynamic import DynamicNetwork
 from dyninf.train import CHECKPOINT, HISTORY, TrainConfig, evaluate, fit, load_history, predict
 from test_devices import _dynamic_networks
 from test_skipping import SYNCING
@@ -254,15 +256,23 @@ def _reads_in_one_epoch(net, data, batch_size, monkeypatch):
     return counter.reads
 
 
+def _network(kind):
+    """A small network of each kind that trains: plain, masked (AIG's gates, GaterNet's filter
+    gates) or skipped (stochastic depth's batch-mode drops)."""
+    if kind == "SD":
+        backbone = _net()
+        return DynamicNetwork(backbone, StochasticDepth(backbone.num_blocks, 0.5, mode="batch"),
+                              train_mode="skipped")
+    return _net() if kind == "plain" else _dynamic_networks("cpu")[kind].train()
+
+
 @pytest.mark.parametrize("kind", ["plain", "AIG", "GaterNet"])
 def test_training_reads_back_to_the_host_once_per_epoch_not_per_step(data, kind, monkeypatch):
     """Plain and masked training (AIG's gates, GaterNet's filter gates) never wait for the device
-    inside the epoch: 12 steps read back no more than 2 steps do."""
-    def network():
-        return _net() if kind == "plain" else _dynamic_networks("cpu")[kind].train()
-
-    few = _reads_in_one_epoch(network(), data, 120, monkeypatch)     # 2 steps
-    many = _reads_in_one_epoch(network(), data, 20, monkeypatch)     # 12 steps
+    inside the epoch: 12 steps read back no more than 2 steps do. (Stochastic depth reads its own
+    host-side draws, which wait for nothing: test_stochastic_depth and the CUDA test below.)"""
+    few = _reads_in_one_epoch(_network(kind), data, 120, monkeypatch)     # 2 steps
+    many = _reads_in_one_epoch(_network(kind), data, 20, monkeypatch)     # 12 steps
     assert many == few <= 2
 
 
@@ -274,11 +284,12 @@ def test_a_diverged_epoch_is_a_clear_error_and_leaves_no_checkpoint(data, tmp_pa
 
 
 @pytest.mark.cuda
-def test_on_cuda_an_epochs_synchronisations_do_not_grow_with_its_steps(data):
+@pytest.mark.parametrize("kind", ["plain", "AIG", "GaterNet", "SD"])
+def test_on_cuda_an_epochs_synchronisations_do_not_grow_with_its_steps(data, kind):
     """CUDA's own sync debugger counts what makes the host wait (batches, training steps, the
     epoch's one read-back): the same for 12 steps as for 2."""
     def synchronisations(batch_size):
-        net = _net().cuda().to(memory_format=torch.channels_last)
+        net = _network(kind).cuda().to(memory_format=torch.channels_last)
         batches = train_module.Batches(data.train_images, data.train_labels, batch_size, train=True, device="cuda")
         optimizer = train_module.make_optimizer(net, CONFIG)
         scheduler = train_module.make_scheduler(optimizer, CONFIG, len(batches))

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dyninf.deciders.base import BlockDecider, as_decider
-from dyninf.skipping import MASKED, BlockRun, SkippingPolicy, plan_block, plan_execution, policy_for, run_block
+from dyninf.skipping import (MASKED, BlockRun, SkippingPolicy, plan_block, plan_execution, policy_for, run_block,
+                             uniform_block_run)
 
 MODES = ("masked", "skipped")
 
@@ -249,15 +250,19 @@ class CifarResNet(nn.Module):
         hidden = self.stem(images)
         taken, ways = [], []
         for index, block in enumerate(self.blocks):
-            run = None
+            run = uniform = None
             if decider is not None:
                 run = decider(index, hidden)
-                if run is not None:
+                if isinstance(run, (int, float)):   # the same for every image, known on the host
+                    uniform, run = float(run), torch.full((batch,), float(run), device=images.device)
+                elif run is not None:
                     check_block_decisions(run, batch, index, images.device)
             filters = None if filter_gates is None else filter_gates[:, self.filter_gate_slices[index]]
             step = None
             if plan is not None:
                 step = plan[index]
+            elif mode == "skipped" and uniform is not None and filters is None:
+                step = uniform_block_run(uniform)
             elif mode == "skipped" and (run is not None or filters is not None):
                 # a local decider (AIG's gates) decides on this block's input: plan this block alone
                 step, read = plan_block(run, filters, block.filter_groups(), batch, policy)

@@ -150,6 +150,15 @@ def plan_block(run: torch.Tensor | None, filters: torch.Tensor | None, filter_gr
     return plan_execution(None if run is None else run[:, None], filters, [filter_groups], batch, policy)[0], True
 
 
+def uniform_block_run(decision: float) -> BlockRun:
+    """How a block runs when every image has the same ``decision``, known on the host: skipped at
+    0, else on the whole batch (scaled unless 1). Nothing to read back, on any device."""
+    if not math.isfinite(decision):
+        raise ValueError(f"a decision must be finite (1 = run, 0 = skip, another value scales the "
+                         f"residual), got {decision}")
+    return BlockRun("skip") if decision == 0 else BlockRun("all", scaled=decision != 1)
+
+
 def block_ways(decisions: torch.Tensor | None, blocks: int, batch: int, policy: SkippingPolicy):
     """Per block, on the host: the way it runs (nothing; the running images gathered, when they are
     few enough for ``policy``; else the whole batch), whether its residual must be scaled, and the

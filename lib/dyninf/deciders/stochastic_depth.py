@@ -44,8 +44,13 @@ class StochasticDepth(nn.Module):
     def expected_fraction_dropped(self) -> float:
         return float(1 - self.survival.mean())
 
-    def forward(self, block_index: int, block_input: torch.Tensor) -> torch.Tensor | None:
+    def forward(self, block_index: int, block_input: torch.Tensor) -> torch.Tensor | float | None:
         if not self.training:
             return None
+        drop = 1 - float(self.survival[block_index])
+        if self.mode == "batch":
+            # one draw for the whole batch, made on the host and returned as a number: skipped mode
+            # then drops or runs the block without reading a decision back from the GPU
+            return float(stochastic_depth(torch.ones(1), p=drop, mode="batch"))
         ones = torch.ones(len(block_input), device=block_input.device)
-        return stochastic_depth(ones, p=1 - float(self.survival[block_index]), mode=self.mode)
+        return stochastic_depth(ones, p=drop, mode="row")
