@@ -21,7 +21,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from dyninf.io import atomic_write_text
 from dyninf.paths import course_root
 
 MAX_FIGURE_BYTES = 5_000_000   # all figures together: reference results stay small enough to commit
