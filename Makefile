@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PROFILE ?= quick
 STAMP   := $(VENV)/.installed
 
-.PHONY: install test unit course bench gpu-check gpu-standard gpu-wheels clean
+.PHONY: install test unit course student grade bench gpu-check gpu-standard gpu-wheels clean
 
 install: $(STAMP)
 
@@ -26,6 +26,16 @@ unit: install
 # Execute every notebook in order into build/: notebooks, HTML, metrics JSON, REPORT.md.
 course: install
 	$(PY) -m dyninf.course --profile $(PROFILE) --out build
+
+# For a class: student copies of the notebooks in build/student/ (solutions, hidden tests and
+# outputs removed), made by nbgrader in its course folder build/nbgrader/.
+student: install
+	$(PY) -m dyninf.classroom student
+
+# Autograde one filled-in student copy and print the score per task: make grade NB=path/to/00_resnet_baseline.ipynb
+grade: install
+	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/<notebook>.ipynb (a filled-in student copy)" >&2; exit 2; }
+	$(PY) -m dyninf.classroom grade "$(NB)"
 
 # Measured speed-up of skipped execution over the plain network (random decisions and every trained
 # decider in runs/$(PROFILE)/), beside the ideal one from MACs: a table, build/bench/*.json and .png.

@@ -46,9 +46,15 @@ def test_verdicts_need_more_than_two_standard_errors():
                                         "barely below": "within error"}
 
 
-def test_one_plain_network_is_not_a_frontier():
-    with pytest.raises(ValueError, match="at least 2 plain networks"):
-        judge_against_frontier(_points(PLAIN[0], ("AIG", "AIG", 5.0, 60.0)), chance=10.0, images=IMAGES)
+def test_a_frontier_of_one_plain_network_is_the_line_from_chance_to_it_and_none_is_no_frontier():
+    # ResNet-8 at (10 M, 50%), chance 10%: at 5 M the line is at 30%, beyond 10 M flat at 50%
+    points = _points(PLAIN[0], ("plain", "plain ResNet-14", 20.0, 45.0), ("AIG", "cheap", 5.0, 30.0),
+                     ("AIG", "dear", 30.0, 50.0))
+    judged = judge_against_frontier(points, chance=10.0, images=IMAGES).set_index("network")
+    assert judged["frontier accuracy (%)"].to_dict() == pytest.approx(
+        {"plain ResNet-8": 50.0, "plain ResNet-14": 50.0, "cheap": 30.0, "dear": 50.0})
+    with pytest.raises(ValueError, match="at least one plain network"):
+        judge_against_frontier(_points(("AIG", "AIG", 5.0, 60.0)), chance=10.0, images=IMAGES)
 
 
 def test_the_generated_verdict_counts_each_kind_and_keeps_controls_apart():

@@ -8,11 +8,11 @@ import pytest
 # these tests are skipped there instead of stopping the whole collection. CI installs it.
 nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner) is not installed here")
 
-from dyninf.course import execute_notebook, notebooks_in_order, run_course  # noqa: E402
+from dyninf.classroom import graded_cells  # noqa: E402
+from dyninf.course import CHECKED_OUTPUT_TAG, execute_notebook, notebooks_in_order, run_course  # noqa: E402
 from dyninf.paths import course_root  # noqa: E402
 
 NOTEBOOKS = notebooks_in_order()
-KEEP_OUTPUT_TAG = "nbval-check-output"  # cells whose deterministic output is committed on purpose
 
 
 def test_the_course_has_its_notebooks():
@@ -23,7 +23,7 @@ def test_the_course_has_its_notebooks():
 def test_notebook_is_committed_clean_with_a_parameters_cell(notebook):
     nb = nbformat.read(notebook, as_version=4)
     for cell in nb.cells:
-        if cell.cell_type == "code" and KEEP_OUTPUT_TAG not in cell.metadata.get("tags", []):
+        if cell.cell_type == "code" and CHECKED_OUTPUT_TAG not in cell.metadata.get("tags", []):
             assert not cell.outputs and cell.execution_count is None, f"outputs in: {cell.source[:60]}"
     parameters = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1 and 'profile = "quick"' in parameters[0].source and "seed = 0" in parameters[0].source
@@ -81,6 +81,9 @@ def test_notebook_runs_top_to_bottom_in_the_quick_profile(notebook, tmp_path, mo
     _no_residue_of_the_machine(executed, notebook, Path.home(),
                                *(p.relative_to(p.anchor) for p in (course_root(), tmp_path)))
     assert executed.metadata.papermill.input_path == f"notebooks/{notebook.name}"
+    # the instructor's copy passes every graded task's checks, hidden ones included
+    checks = [executed.cells[c.index] for c in graded_cells(executed) if c.kind == "tests"]
+    assert len(checks) >= 3 and all(cell.execution_count for cell in checks), notebook.name
     metrics = json.loads((tmp_path / "metrics" / f"{notebook.stem}.json").read_text())
     assert metrics["profile"] == "quick" and metrics["metrics"]
     assert "| ok |" in (tmp_path / "REPORT.md").read_text()

@@ -5,7 +5,7 @@ from dyninf.profiles import PROFILES, get_profile
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown profile 'fast'; known profiles: quick, standard, paper"):
+    with pytest.raises(ValueError, match="unknown profile 'fast'; known profiles: quick, standard, paper, tiny"):
         get_profile("fast")
 
 
@@ -15,8 +15,17 @@ def test_profiles_and_device_override():
     assert quick.train_per_class is not None and quick.train.schedule == "onecycle"
     paper = get_profile("paper")
     assert paper.depth == 110 and paper.train.schedule == "step" and paper.train_per_class is None
-    assert set(PROFILES) == {"quick", "standard", "paper"}
+    assert set(PROFILES) == {"quick", "standard", "paper", "tiny"}
     assert all(p.needs for p in PROFILES.values())
+    assert all(p.recipes == p.name and p.checks_claims for name, p in PROFILES.items() if name != "tiny")
+
+
+def test_tiny_runs_quicks_recipes_on_a_few_images_in_runs_of_its_own_without_checking_claims():
+    tiny, quick = get_profile("tiny"), get_profile("quick")
+    assert tiny.recipes == "quick" and tiny.depth == quick.depth and not tiny.checks_claims
+    assert tiny.train_per_class * 10 <= 100 and tiny.train_config().epochs == 1
+    assert tiny.runs == "tiny" and quick.dry_run().runs == "quick-dry-run"   # a dry run: quick's own recipes, cut short
+    assert tiny.with_seed(3).runs == "tiny-seed3"
 
 
 def test_another_data_set_keeps_its_runs_apart_and_loads_that_data_set(monkeypatch):

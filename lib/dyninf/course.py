@@ -76,6 +76,30 @@ def _record_relative_paths(executed: Path, notebook: Path) -> None:
     atomic_write_text(executed, nbformat.writes(nb))
 
 
+CHECKED_OUTPUT_TAG = "nbval-check-output"   # cells whose output is deterministic: committed, and nbval compares it
+
+
+def record_checked_outputs(executed: Path, notebook: Path) -> int:
+    """Copy the outputs of ``notebook``'s cells tagged ``nbval-check-output`` from its executed copy
+    ``executed`` into ``notebook`` itself (for when such an output changes on purpose); how many
+    cells it recorded."""
+    import nbformat
+
+    source, ran = nbformat.read(notebook, as_version=4), nbformat.read(executed, as_version=4)
+    executed_cells = {cell.source: cell for cell in ran.cells if cell.cell_type == "code"}
+    recorded = 0
+    for cell in source.cells:
+        if CHECKED_OUTPUT_TAG in cell.metadata.get("tags", []):
+            if cell.source not in executed_cells:
+                raise ValueError(f"{executed} is not an executed copy of {notebook}: a checked cell is missing")
+            # with its execution count: nbval refuses a cell that has outputs but never ran
+            cell.outputs = executed_cells[cell.source].outputs
+            cell.execution_count = executed_cells[cell.source].execution_count
+            recorded += 1
+    atomic_write_text(notebook, nbformat.writes(source) + "\n")
+    return recorded
+
+
 def render_html(executed: Path) -> Path:
     from nbconvert import HTMLExporter
 
@@ -128,9 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     parser.add_argument("--out", type=Path, default=build_dir())
     parser.add_argument("--seed", type=int, default=0, help="training seed (0: the course's runs)")
+    parser.add_argument("--record-checked-outputs", action="store_true",
+                        help=f"then copy the outputs of the cells tagged {CHECKED_OUTPUT_TAG} into notebooks/")
     parser.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args(argv)
-    return 0 if run_course(args.profile, args.out, args.notebooks or None, args.seed) else 1
+    notebooks = args.notebooks or notebooks_in_order()
+    if not run_course(args.profile, args.out, notebooks, args.seed):
+        return 1
+    if args.record_checked_outputs:
+        for notebook in notebooks:
+            recorded = record_checked_outputs(args.out / Path(notebook).name, Path(notebook))
+            print(f"[course] {shown_path(notebook)}: recorded the output of {recorded} checked cells")
+    return 0
 
 
 if __name__ == "__main__":

@@ -34,6 +34,15 @@ class Profile:
     # every training of the profile stops after this many epochs (None: the recipes' own); only
     # ``dry_run`` sets it, so that a profile's recipes can be exercised on a CPU in seconds
     epoch_cap: int | None = None
+    # whose recipes it trains (the deciders' schedules, the frontier's depths): its own name, except
+    # ``tiny``, which runs quick's on a few images
+    recipes: str = ""
+    # whether the notebooks assert their claims about the trained networks (not in ``tiny``)
+    checks_claims: bool = True
+
+    def __post_init__(self):
+        if not self.recipes:
+            object.__setattr__(self, "recipes", self.name)
 
     @property
     def seed(self) -> int:
@@ -82,7 +91,8 @@ class Profile:
         that their networks never mix)."""
         folder = self.name if self.dataset == "cifar10" else f"{self.name}-{self.dataset}"
         folder = folder if self.seed == 0 else f"{folder}-seed{self.seed}"
-        return folder if self.epoch_cap is None else f"{folder}-dry-run"
+        dry_run = self.epoch_cap is not None and self.recipes == self.name   # a profile's own recipes, cut short
+        return f"{folder}-dry-run" if dry_run else folder
 
 
 PROFILES = {
@@ -112,6 +122,14 @@ PROFILES = {
                           milestones=(0.5, 0.75), weight_decay=1e-4),
     ),
 }
+# tiny: every notebook's code on a few images, for tests (a student copy run as handed out, nbval,
+# the browser test) and for checking a notebook quickly; its numbers mean nothing, and the
+# notebooks do not check their claims about them (``checks_claims``)
+PROFILES["tiny"] = replace(
+    PROFILES["quick"], name="tiny", recipes="quick", train_per_class=10, test_per_class=10, held_out_per_class=5,
+    epoch_cap=1, latency_batch_sizes=(1, 32), checks_claims=False,
+    needs="any CPU, under a minute per notebook: the notebooks' code on 10 images per class, for tests; "
+          "its numbers mean nothing")
 
 
 def get_profile(name: str, device: torch.device | str | None = None, seed: int = 0) -> Profile:

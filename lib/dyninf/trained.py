@@ -66,7 +66,7 @@ def finished_runs(profile: Profile, pattern: str) -> list[re.Match]:
 
 def stochastic_depth_recipe(profile: Profile) -> TrainConfig:
     """The profile's schedule, and in ``paper`` the official code's CIFAR-10 one: 500 epochs."""
-    return replace(profile.train, epochs=500) if profile.name == "paper" else profile.train
+    return replace(profile.train, epochs=500) if profile.recipes == "paper" else profile.train
 
 
 def train_stochastic_depth(profile: Profile, data: ImageDataset | None = None, p_last: float = 0.5,
@@ -132,7 +132,7 @@ def train_aig(profile: Profile, data: ImageDataset | None = None, target: float 
     thresholds calibrated to ``target`` (``calibrate=False``: the paper's larger-logit rule)."""
     check_target_rate(target)
     data = data if data is not None else profile.load_data()
-    schedule = AIG_SCHEDULES[profile.name]
+    schedule = AIG_SCHEDULES[profile.recipes]
     backbone = _backbone_to_gate(profile, data, schedule, progress)
     seed_everything(profile.seed)
     net = DynamicNetwork(backbone, AIGGates(backbone), train_mode="masked", eval_mode="skipped")
@@ -183,7 +183,7 @@ def train_gaternet(profile: Profile, data: ImageDataset | None = None, sparsity_
     if sparsity_weight < 0:
         raise ValueError(f"the sparsity weight must be >= 0, got {sparsity_weight}")
     data = data if data is not None else profile.load_data()
-    schedule = GATERNET_SCHEDULES[profile.name]
+    schedule = GATERNET_SCHEDULES[profile.recipes]
     if scratch_backbone is not None:
         depth, bottleneck = scratch_backbone
         schedule = dict(schedule, finetune=False, backbone_depth=depth, backbone_bottleneck=bottleneck)
@@ -281,7 +281,7 @@ def train_blockdrop(profile: Profile, data: ImageDataset | None = None, penalty:
     finetuning with the penalty gamma (default: the schedule's). Trained and evaluated in
     skipped mode (the decisions are sampled, so no gradient needs the skipped residuals).
     Returns the network and both phases' history (column ``phase``)."""
-    schedule = BLOCKDROP_SCHEDULES[profile.name]
+    schedule = BLOCKDROP_SCHEDULES[profile.recipes]
     penalty = schedule["penalty"] if penalty is None else penalty
     check_penalty(penalty)
     data = data if data is not None else profile.load_data()

@@ -59,7 +59,7 @@ def course_trainings(profile: Profile) -> list[Training]:
     """What notebooks 00-05 train in ``profile``, in the order they first train it (the profile's
     data set only: notebook 03's paper grid adds CIFAR-100 runs that are not listed)."""
     depth = profile.depth
-    aig, gaternet, blockdrop = (schedules[profile.name] for schedules in
+    aig, gaternet, blockdrop = (schedules[profile.recipes] for schedules in
                                 (AIG_SCHEDULES, GATERNET_SCHEDULES, BLOCKDROP_SCHEDULES))
     gated_depth = depth if gaternet["finetune"] else gaternet["backbone_depth"]
     recipe = profile.train_config   # a schedule as the profile trains it (cut in a dry run)
@@ -78,7 +78,7 @@ def course_trainings(profile: Profile) -> list[Training]:
                    (("GaterNet", recipe(gaternet["config"])),), partial(_gaternet, profile, weight))
           for weight in gaternet["sparsity_weights"]),
     ]
-    if profile.name != "quick":   # notebook 03: GaterNet's control, a plain ResNet as large
+    if profile.recipes != "quick":   # notebook 03: GaterNet's control, a plain ResNet as large
         trainings.append(plain("03", depth, "ResNet-Wider", partial(_wider, profile)))
     for blockdrop_depth in (depth, *blockdrop.get("extra_depths", ())):
         if blockdrop_depth != depth:
@@ -88,7 +88,7 @@ def course_trainings(profile: Profile) -> list[Training]:
                                    ("BlockDrop finetuning", recipe(blockdrop["finetune"]))),
                                   partial(_blockdrop, profile, blockdrop_depth)))
     trained = {t.depth for t in trainings if t.label.startswith("plain")}
-    return trainings + [plain("05", d) for d in FRONTIER_DEPTHS[profile.name] if d not in trained]
+    return trainings + [plain("05", d) for d in FRONTIER_DEPTHS[profile.recipes] if d not in trained]
 
 
 def _baseline(profile, depth, data):
@@ -104,7 +104,7 @@ def _aig(profile, target, data):
 
 
 def _gaternet(profile, weight, data):
-    schedule = GATERNET_SCHEDULES[profile.name]
+    schedule = GATERNET_SCHEDULES[profile.recipes]
     scratch = None if schedule["finetune"] else (schedule["backbone_depth"], schedule["backbone_bottleneck"])
     return train_gaternet(profile, data, weight, progress=False, scratch_backbone=scratch)
 
@@ -115,7 +115,7 @@ def _wider(profile, data):
 
 def wider_parameters(profile: Profile, classes: int = 10) -> int:
     """Notebook 03's budget for ResNet-Wider: the plain backbone's parameters and the gater's."""
-    schedule = GATERNET_SCHEDULES[profile.name]
+    schedule = GATERNET_SCHEDULES[profile.recipes]
     backbone = cifar_resnet(profile.depth, classes)
     gater = Gater.for_backbone(backbone, depth=schedule["gater_depth"], width=schedule["gater_width"],
                                bottleneck=schedule["bottleneck"])
