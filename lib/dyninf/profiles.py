@@ -34,8 +34,8 @@ class Profile:
     device: torch.device = field(default_factory=default_device)
     dataset: str = "cifar10"        # "cifar100": GaterNet's paper profile (see ``for_dataset``)
     data_seed: int = 0              # draws the class-balanced subset: the same for every seed
-    # every training of the profile stops after this many epochs (None: the recipes' own); only
-    # ``dry_run`` sets it, so that a profile's recipes can be exercised on a CPU in seconds
+    # every training of the profile stops after this many epochs (None: the recipes' own); set by
+    # ``dry_run`` and by ``tiny``, so that a profile's recipes can be exercised on a CPU in seconds
     epoch_cap: int | None = None
     # whose recipes it trains (the deciders' schedules, the frontier's depths): its own name, except
     # ``tiny``, which runs quick's on a few images
