@@ -5,7 +5,10 @@ PY      := $(VENV)/bin/python
 PROFILE ?= quick
 STAMP   := $(VENV)/.installed
 
-.PHONY: install test unit course student grade bench gpu-check gpu-standard gpu-wheels clean
+# trainings at a time for `make networks` and `make test` (each with its share of the CPU threads)
+JOBS    ?= 2
+
+.PHONY: install test unit networks course student grade bench gpu-check gpu-standard gpu-wheels clean
 
 install: $(STAMP)
 
@@ -15,13 +18,20 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --no-deps -e .
 	touch $@
 
-# The whole suite: library unit tests and every notebook executed end to end (quick profile).
+# The whole suite: library unit tests and every notebook executed end to end (quick profile), on
+# the quick networks trained first, $(JOBS) at a time (the notebooks then load them).
 test: install
+	$(PY) -m dyninf.trainings --profile quick --train --jobs $(JOBS)
 	$(PY) -m pytest
 
 # Library tests only (seconds).
 unit: install
 	$(PY) -m pytest -m "not notebook"
+
+# Train (or load) every network the notebooks of $(PROFILE) use, $(JOBS) at a time, into runs/:
+# before a lab, so that the notebooks (and make grade) load them instead of training.
+networks: install
+	$(PY) -m dyninf.trainings --profile $(PROFILE) --train --jobs $(JOBS)
 
 # Execute every notebook in order into build/: notebooks, HTML, metrics JSON, REPORT.md.
 course: install

@@ -185,3 +185,45 @@ def test_calibration_under_bf16_autocast_hits_the_target_rate():
         _, decisions = predict_with_decisions(net, images)
     rates = decisions[:, net.decider.gated_blocks].mean(0)
     assert torch.allclose(rates, torch.full_like(rates, 0.5), atol=2 / 300), rates
+
+
+def test_the_gates_batch_norm_makes_its_training_logits_independent_of_the_first_layers_offset():
+    # logits = FC2(ReLU(BN(FC1(pool(x))))): in training BN subtracts each unit's batch mean, so a
+    # constant added to FC1's output changes nothing (without the BN it would move every logit)
+    torch.manual_seed(0)
+    gate = Gate(16).train()
+    torch.nn.init.normal_(gate.fc2.weight)            # a last layer that passes changes on
+    block_input = torch.randn(8, 16, 4, 4)
+    before = gate(block_input)
+    with torch.no_grad():
+        gate.fc1.bias.add_(5.0)
+    assert torch.allclose(gate(block_input), before, atol=1e-5)
+
+
+def test_training_decisions_are_the_straight_through_gumbel_softmax_at_temperature_one():
+    import torch.nn.functional as F
+
+    net = _aig(8).train()
+    gates, block = net.decider, net.decider.gated_blocks[0]
+    block_input = torch.randn(16, 16, 32, 32, requires_grad=True)
+    weights = torch.randn(16)
+
+    def decisions_and_gradient(decide):
+        torch.manual_seed(3)                            # the same Gumbel noise for both
+        decisions = decide()
+        (decisions * weights).sum().backward()
+        gradient, block_input.grad = block_input.grad, None
+        return decisions.detach(), gradient
+
+    ours = decisions_and_gradient(lambda: gates(block, block_input))
+    paper = decisions_and_gradient(
+        lambda: F.gumbel_softmax(gates.gates[str(block)](block_input).float(), tau=1.0, hard=True)[:, 1])
+    assert torch.equal(ours[0], paper[0]) and set(ours[0].tolist()) <= {0.0, 1.0}
+    assert torch.allclose(ours[1], paper[1], rtol=1e-4, atol=1e-8) and ours[1].abs().sum() > 0
+
+
+def test_training_a_gate_on_one_image_is_a_clear_error():
+    net = _aig(8).train()
+    with pytest.raises(ValueError, match="an AIG gate trains on batches of at least 2 images"):
+        net(torch.randn(1, 3, 32, 32))
+    net.eval()(torch.randn(1, 3, 32, 32))    # evaluation on one image is fine

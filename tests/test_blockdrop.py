@@ -149,3 +149,74 @@ def test_spent_macs_adds_the_deciders_cost_to_the_blocks_or_filters_that_ran():
     gates = torch.ones(2, backbone.num_filter_gates)
     assert spent_macs(gater_net, gates).tolist() == pytest.approx(
         [cost.total_macs + gater_net.decider.macs_and_params()[0]] * 2)
+
+
+class _TwoOfThreeNetwork:
+    """A stand-in for a DynamicNetwork under BlockDrop's loss hook, whose outcome is known: a
+    3-block network that predicts class 0 when at least two blocks run, else class 1."""
+    num_blocks, train_mode = 3, "skipped"
+
+    def __init__(self, probabilities, sampled, decided):
+        self.decider = BlockDropPolicy(3, depth=8, width=4)
+        self.decider.decided_blocks = decided
+        self.decider.last_probabilities = torch.tensor([probabilities])
+        self.last_decisions = torch.tensor([sampled])
+
+    @staticmethod
+    def logits(decisions):
+        class_0 = (decisions.sum(1) >= 2).float()
+        return torch.stack([class_0, 1 - class_0], 1)
+
+    def backbone(self, images, decisions, mode):
+        return self.logits(decisions)
+
+
+def _hook_loss(probabilities, sampled, decided, penalty=1.0, entropy_weight=0.0):
+    from dyninf.trained import blockdrop_losses
+
+    net = _TwoOfThreeNetwork(probabilities, sampled, decided)
+    losses, metrics = blockdrop_losses(penalty, entropy_weight)
+    images, labels = torch.zeros(1, 3, 32, 32), torch.tensor([0])
+    logits = net.logits(net.last_decisions)
+    return (losses["policy_loss"](net, images, labels, logits).item(),
+            {name: metric(net, images, labels, logits).item() for name, metric in metrics.items()})
+
+
+def _entropy(p):
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+def test_the_training_loss_is_the_self_critical_policy_gradient_by_hand():
+    # s = 0.9 for every block, alpha = 0.8: s' = 0.8 * 0.9 + 0.2 * 0.1 = 0.74. The greedy policy runs
+    # all 3 blocks and is right: R(u~) = 1 - (3/3)^2 = 0. The sample u = (0, 0, 1) runs one and is
+    # wrong: R(u) = -gamma = -1. Advantage -1, so the loss is +log pi(u) = 2 log 0.26 + log 0.74.
+    loss, metrics = _hook_loss([0.9, 0.9, 0.9], [0.0, 0.0, 1.0], decided=3)
+    assert loss == pytest.approx(2 * math.log(0.26) + math.log(0.74), rel=1e-5)
+    assert metrics == pytest.approx({"reward": -1.0, "blocks": 1.0})
+
+
+def test_the_reward_counts_every_block_that_ran_and_the_policy_only_the_decided_ones():
+    # The curriculum decides the last 2 of 3 blocks; block 0 always runs. s = (0.9, 0.1, 0.9):
+    # greedy u~ = (1, 0, 1), right with 2 of 3 blocks: R(u~) = 1 - (2/3)^2 = 5/9. The sample
+    # u = (1, 1, 1) is right with all 3: R(u) = 0. Advantage -5/9; log pi(u) over blocks 1 and 2
+    # only: s'_1 = 0.8 * 0.1 + 0.2 * 0.9 = 0.26, s'_2 = 0.74.
+    log_pi = math.log(0.26) + math.log(0.74)
+    loss, metrics = _hook_loss([0.9, 0.1, 0.9], [1.0, 1.0, 1.0], decided=2)
+    assert loss == pytest.approx(5 / 9 * log_pi, rel=1e-5)
+    assert metrics == pytest.approx({"reward": 0.0, "blocks": 3.0})
+    # the entropy bonus: beta times the bounded Bernoulli entropy of the decided blocks only
+    with_bonus, _ = _hook_loss([0.9, 0.1, 0.9], [1.0, 1.0, 1.0], decided=2, entropy_weight=0.1)
+    assert with_bonus == pytest.approx(5 / 9 * log_pi - 0.1 * 2 * _entropy(0.26), rel=1e-5)
+
+
+def test_the_policy_before_any_forward_and_a_curriculum_beyond_the_network_are_clear_errors():
+    policy = BlockDropPolicy(9, depth=8, width=4)
+    with pytest.raises(RuntimeError, match="call it on images first"):
+        policy.greedy()
+    with pytest.raises(RuntimeError, match="call it on images first"):
+        policy.entropy()
+    assert torch.equal(policy.greedy(torch.tensor([[0.7] * 9])), torch.ones(1, 9))   # given probabilities
+    for count in (10, -1, 2.5):
+        with pytest.raises(ValueError, match="decided_blocks must be an integer from 0 to the network's 9"):
+            policy.decided_blocks = count
+    assert policy.decided_blocks == 9

@@ -110,10 +110,14 @@ def test_gater_cost_by_hand():
     gater = Gater(112, depth=8, bottleneck=32, width=8)
     from dyninf.cost import network_cost
 
-    extractor = network_cost(cifar_resnet(8, width=8))
+    resnet = cifar_resnet(8, width=8)
+    extractor = network_cost(resnet)
     macs, params = gater.macs_and_params()
     assert macs == extractor.total_macs - 32 * 10 + 32 * 32 + 32 * 112   # no classifier; two FC layers
-    assert params == sum(p.numel() for p in gater.parameters())
+    # the ResNet-8's parameters without its classifier (32 x 10 + 10), then FC1 (32 x 32 + 32), the
+    # BatchNorm's scale and shift (2 x 32) and FC2 (32 x 112 + 112)
+    resnet_params = sum(p.numel() for p in resnet.parameters())
+    assert params == resnet_params - (32 * 10 + 10) + (32 * 32 + 32) + 2 * 32 + (32 * 112 + 112)
 
 
 def test_global_deciders_decide_once_and_local_gates_before_each_block():
@@ -124,3 +128,21 @@ def test_global_deciders_decide_once_and_local_gates_before_each_block():
     assert DynamicNetwork(backbone, BlockDropPolicy(backbone.num_blocks)).decides_once
     assert not DynamicNetwork(backbone, AIGGates(backbone)).decides_once
     assert not DynamicNetwork(backbone, StochasticDepth(backbone.num_blocks, 0.5)).decides_once
+
+
+def test_the_gaters_batch_norm_makes_its_training_logits_independent_of_the_first_layers_offset():
+    torch.manual_seed(0)
+    gater = Gater(24, depth=8, bottleneck=16, width=4).train()
+    torch.nn.init.normal_(gater.fc2.weight)
+    images = torch.randn(8, 3, 32, 32)
+    before = gater.logits(images)
+    with torch.no_grad():
+        gater.fc1.bias.add_(5.0)
+    assert torch.allclose(gater.logits(images), before, atol=1e-4)
+
+
+def test_training_the_gater_on_one_image_is_a_clear_error():
+    gater = Gater(24, depth=8, bottleneck=16, width=4).train()
+    with pytest.raises(ValueError, match="GaterNet's gater trains on batches of at least 2 images"):
+        gater(torch.randn(1, 3, 32, 32))
+    assert gater.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 24)

@@ -67,6 +67,7 @@ def test_the_dry_run_passes_on_a_cpu_and_archives_what_it_produced(tmp_path):
     assert summary.startswith("# gpu-check: passed (dry run)")
     assert "| unit tests | ok |" in summary and "skipped (`-m \"cuda\"`)" in summary
     assert "| standard dry run | ok | " in summary and "11 trainings of the standard recipes" in summary
+    assert "| tiny course | ok | " in summary and "1 of 1 notebooks ran (dry run: notebook 00 only) |" in summary
     assert "| 00_resnet_baseline | ok |" in summary and "realized/ideal speed-up at keep 0.5: batch1=" in summary
     assert not (out / "stale").exists()
     with tarfile.open(tmp_path / "gpu-check.tar.gz") as tar:

@@ -37,7 +37,8 @@ def test_stochastic_depth_and_aig_runs_are_cached_under_their_names(course):
     assert (run_dir(profile, "resnet20_sd_pL0.5") / "history.json").exists()
     assert not sd.training and sd.decider(0, torch.zeros(3, 16, 4, 4)) is None   # eval: plain net
     aig, aig_history = train_aig(profile, data, target=0.5, progress=False)
-    assert "target_loss" in aig_history.columns and (aig_history.target_loss >= 0).all()
+    # gates start open for about 87% of the images, far from t = 0.5: the weighted loss is positive
+    assert "target_loss" in aig_history.columns and (aig_history.target_loss > 0).all()
     assert (run_dir(profile, "resnet20") / "checkpoint.pt").exists()        # finetuned from it
     assert (run_dir(profile, "resnet20_aig_t0.5") / "checkpoint.pt").exists()
     assert all(gate.threshold.item() != 0 for gate in aig.decider.gates.values())   # calibrated

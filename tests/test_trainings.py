@@ -49,6 +49,9 @@ def test_the_trainings_of_each_profile_follow_its_schedules():
     paper = {t.label: t for t in course_trainings(get_profile("paper", device="cpu"))}
     assert paper["stochastic depth ResNet-110"].phases[0][1].epochs == 500
     assert {"plain ResNet-32", "BlockDrop ResNet-32", "BlockDrop ResNet-110"} <= set(paper)
+    # the released CIFAR-10 checkpoint's finetuning: 2,000 epochs, the rate divided by 10 at 1,600
+    finetuning = dict(paper["BlockDrop ResNet-110"].phases)["BlockDrop finetuning"]
+    assert (finetuning.epochs, finetuning.milestones, finetuning.gamma, finetuning.lr) == (2000, (0.8,), 0.1, 1e-4)
     assert paper["GaterNet, L1 weight 1"].depth == 164
 
 
@@ -97,3 +100,47 @@ def test_the_notebook_headers_and_the_readme_show_the_estimate_it_computes():
 def test_the_command_prints_the_estimate(capsys):
     assert main(["--profile", "quick"]) == 0
     assert "in all:" in capsys.readouterr().out
+
+
+def _timed_sleep(label, log_folder, data):
+    """A stand-in training (module level, so that a worker process can import it): sleeps, and
+    writes when it started and finished."""
+    import time as clock
+
+    start = clock.time()
+    clock.sleep(2.0)
+    (log_folder / label).write_text(f"{start} {clock.time()}")
+
+
+def test_jobs_run_trainings_side_by_side_and_one_that_starts_from_a_plain_resnet_after_it(tmp_path):
+    from functools import partial
+
+    from dyninf.trainings import _train_in_parallel, plain_label
+
+    def training(label, depth, starts_from=None):
+        return Training("00", label, depth, (), partial(_timed_sleep, label, tmp_path), starts_from)
+
+    trainings = [training(plain_label(20), 20), training("finetuned", 20, starts_from=20),
+                 training("from scratch", 20), training(plain_label(8), 8)]
+    minutes = _train_in_parallel(get_profile("tiny", device="cpu"), trainings,
+                                 synthetic_dataset(train_per_class=1, test_per_class=1), jobs=2)
+    assert len(minutes) == 4 and all(m >= 2 / 60 for m in minutes)
+    times = {t.label: tuple(map(float, (tmp_path / t.label).read_text().split())) for t in trainings}
+    assert times["finetuned"][0] >= times[plain_label(20)][1]           # waited for its backbone
+    first, second = times[plain_label(20)], times["from scratch"]       # the first two ran together
+    assert max(first[0], second[0]) < min(first[1], second[1])
+
+
+def test_a_dry_run_with_two_jobs_trains_what_one_job_trains(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNINF_HOME", str(tmp_path))
+    dry = get_profile("quick", device="cpu").dry_run()
+    table = train_all(dry, synthetic_dataset(train_per_class=2, test_per_class=2), jobs=2)
+    assert list(table["training"]) == [t.label for t in course_trainings(dry)]
+    assert (table["measured minutes"] > 0).all()
+    runs = sorted(path.name for path in (tmp_path / "runs" / dry.runs).iterdir())
+    assert runs == sorted(["resnet20", "resnet20_sd_pL0.5", "resnet20_aig_t0.5", "resnet20_aig_t0.7",
+                           "resnet20_gaternet_l0", "resnet20_gaternet_l1", "resnet20_blockdrop_curriculum",
+                           "resnet20_blockdrop_g1", "resnet8", "resnet14"])
+    assert all(len(load_history(run_dir(dry, name))) == 1 for name in runs)
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
+        train_all(dry, jobs=0)

@@ -3,6 +3,7 @@ profile's recipes trains, and what the time estimate of a profile counts.
 
     python -m dyninf.trainings --profile standard            # the estimate per training and notebook
     python -m dyninf.trainings --profile standard --train    # train them all here, timed
+    python -m dyninf.trainings --profile quick --train --jobs 2   # two at a time, each on half the CPU threads
 
 The estimate multiplies each training's steps by a step time measured on one H100 (each method's
 per-epoch time at ResNet-32 on all of CIFAR-10, issue 16). It is an estimate, not a measurement
@@ -15,11 +16,14 @@ import math
 import shutil
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing import get_context
 from typing import Callable
 
 import pandas as pd
+import torch
 
 from dyninf.backbones import cifar_resnet
 from dyninf.cost import network_cost
@@ -53,6 +57,14 @@ class Training:
     # each phase's recipe, with whose measured step time it costs (a key of H100_STEP_SECONDS)
     phases: tuple[tuple[str, TrainConfig], ...]
     train: Callable[[ImageDataset], object]   # trains it (or loads it when cached)
+    # the depth of the plain ResNet it starts from (finetunes or freezes), which must be trained
+    # first; None when it starts from scratch
+    starts_from: int | None = None
+
+
+def plain_label(depth: int) -> str:
+    """The label of the training of the plain ResNet of ``depth``."""
+    return f"plain ResNet-{depth}"
 
 
 def course_trainings(profile: Profile) -> list[Training]:
@@ -62,10 +74,11 @@ def course_trainings(profile: Profile) -> list[Training]:
     aig, gaternet, blockdrop = (schedules[profile.recipes] for schedules in
                                 (AIG_SCHEDULES, GATERNET_SCHEDULES, BLOCKDROP_SCHEDULES))
     gated_depth = depth if gaternet["finetune"] else gaternet["backbone_depth"]
+    aig_start, gaternet_start = (depth if schedule["finetune"] else None for schedule in (aig, gaternet))
     recipe = profile.train_config   # a schedule as the profile trains it (cut in a dry run)
 
     def plain(notebook, plain_depth, label=None, train=None):
-        return Training(notebook, label or f"plain ResNet-{plain_depth}", plain_depth,
+        return Training(notebook, label or plain_label(plain_depth), plain_depth,
                         (("plain", recipe()),), train or partial(_baseline, profile, plain_depth))
 
     trainings = [
@@ -73,9 +86,10 @@ def course_trainings(profile: Profile) -> list[Training]:
         Training("01", f"stochastic depth ResNet-{depth}", depth, (("SD", recipe(stochastic_depth_recipe(profile))),),
                  partial(_stochastic_depth, profile)),
         *(Training("02", f"AIG, t = {target:g}", depth, (("AIG", recipe(aig["config"])),),
-                   partial(_aig, profile, target)) for target in aig["targets"]),
+                   partial(_aig, profile, target), aig_start) for target in aig["targets"]),
         *(Training("03", f"GaterNet, L1 weight {weight:g}", gated_depth,
-                   (("GaterNet", recipe(gaternet["config"])),), partial(_gaternet, profile, weight))
+                   (("GaterNet", recipe(gaternet["config"])),), partial(_gaternet, profile, weight),
+                   gaternet_start)
           for weight in gaternet["sparsity_weights"]),
     ]
     if profile.recipes != "quick":   # notebook 03: GaterNet's control, a plain ResNet as large
@@ -86,9 +100,9 @@ def course_trainings(profile: Profile) -> list[Training]:
         trainings.append(Training("04", f"BlockDrop ResNet-{blockdrop_depth}", blockdrop_depth,
                                   (("BlockDrop curriculum", recipe(blockdrop["curriculum"])),
                                    ("BlockDrop finetuning", recipe(blockdrop["finetune"]))),
-                                  partial(_blockdrop, profile, blockdrop_depth)))
-    trained = {t.depth for t in trainings if t.label.startswith("plain")}
-    return trainings + [plain("05", d) for d in FRONTIER_DEPTHS[profile.recipes] if d not in trained]
+                                  partial(_blockdrop, profile, blockdrop_depth), blockdrop_depth))
+    labels = {t.label for t in trainings}
+    return trainings + [plain("05", d) for d in FRONTIER_DEPTHS[profile.recipes] if plain_label(d) not in labels]
 
 
 def _baseline(profile, depth, data):
@@ -158,20 +172,71 @@ def readme_row(profile: Profile) -> str:
     return f"| `{profile.name}`, estimated training on one H100 | " + " | ".join(cells) + " |"
 
 
-def train_all(profile: Profile, data: ImageDataset | None = None) -> pd.DataFrame:
-    """Train (or load) every training of ``profile`` in order, as the notebooks would: the
-    estimate table with each one's measured minutes beside it. A stopped run resumes where it was."""
+def train_all(profile: Profile, data: ImageDataset | None = None, jobs: int = 1) -> pd.DataFrame:
+    """Train (or load) every training of ``profile``, as the notebooks would: the estimate table
+    with each one's measured minutes beside it. A stopped run resumes where it was. ``jobs`` > 1:
+    that many at a time, in processes of their own, each with its share of this process's threads
+    (on 2 CPU cores two one-thread trainings finish sooner than one after the other on two
+    threads: small convolutions use a second thread poorly); a training that starts from a plain
+    ResNet waits for it."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if profile.epoch_cap is not None:   # a dry run trains afresh: a cached run would hide a broken recipe
         shutil.rmtree(runs_dir() / profile.runs, ignore_errors=True)
-    data = data if data is not None else profile.load_data()
-    table = estimate_table(profile)
-    measured = []
-    for training in course_trainings(profile):
-        start = time.perf_counter()
-        training.train(data)
-        measured.append((time.perf_counter() - start) / 60)
-        print(f"[trainings] {training.label}: {measured[-1]:.1f} min", flush=True)
-    return table.assign(**{"measured minutes": measured})
+    trainings = course_trainings(profile)
+    if jobs == 1:
+        data = data if data is not None else profile.load_data()
+        measured = [_timed(training, data) for training in trainings]
+    else:
+        measured = _train_in_parallel(profile, trainings, data, jobs)
+    return estimate_table(profile).assign(**{"measured minutes": measured})
+
+
+def _timed(training: Training, data: ImageDataset) -> float:
+    start = time.perf_counter()
+    training.train(data)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"[trainings] {training.label}: {minutes:.1f} min", flush=True)
+    return minutes
+
+
+_worker_data: ImageDataset | None = None   # each worker process's copy of the profile's data
+
+
+def _start_worker(threads: int, profile: Profile, data: ImageDataset | None) -> None:
+    global _worker_data
+    torch.set_num_threads(threads)
+    _worker_data = data if data is not None else profile.load_data()
+
+
+def _train_in_worker(training: Training) -> float:
+    return _timed(training, _worker_data)
+
+
+def _train_in_parallel(profile: Profile, trainings: list[Training], data: ImageDataset | None,
+                       jobs: int) -> list[float]:
+    """Each training's minutes, trained ``jobs`` at a time; one that starts from a plain ResNet
+    is started once no training of that plain ResNet is waiting or running."""
+    threads = max(1, torch.get_num_threads() // jobs)
+    print(f"[trainings] {len(trainings)} trainings, {jobs} at a time, {threads} thread(s) each", flush=True)
+    waiting, running, measured = list(range(len(trainings))), {}, {}
+
+    def plain_unfinished(depth: int) -> bool:
+        return any(trainings[i].label == plain_label(depth) for i in (*waiting, *running.values()))
+
+    # spawn: a fresh interpreter per worker (forking a process that has run PyTorch can hang)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker,
+                             initargs=(threads, profile, data)) as pool:
+        while waiting or running:
+            for index in list(waiting):
+                start = trainings[index].starts_from
+                if len(running) < jobs and (start is None or not plain_unfinished(start)):
+                    waiting.remove(index)
+                    running[pool.submit(_train_in_worker, trainings[index])] = index
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                measured[running.pop(future)] = future.result()   # a failed training raises here
+    return [measured[i] for i in range(len(trainings))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,15 +247,23 @@ def main(argv: list[str] | None = None) -> int:
                              "`make course PROFILE=...` finds them all; with the times measured")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --train: the profile's recipes on 2 images per class, one epoch each")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="with --train: this many trainings at a time, each with its share of the "
+                             "CPU threads (default 1)")
     args = parser.parse_args(argv)
     profile = get_profile(args.profile, device=None if args.train else "cpu")
     profile = profile.dry_run() if args.dry_run else profile
-    table = train_all(profile) if args.train else estimate_table(profile)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    start = time.perf_counter()
+    table = train_all(profile, jobs=args.jobs) if args.train else estimate_table(profile)
     print(table.round(2).to_string(index=False))
     print(f"\nin all: {table['estimated minutes'].sum():.1f} minutes of training on one H100 (estimated); "
           f"as the README shows it:\n{readme_row(profile)}")
     if args.train:
-        print(f"measured here: {table['measured minutes'].sum():.1f} minutes ({device_name(profile.device)})")
+        side_by_side = f", {(time.perf_counter() - start) / 60:.1f} min wall-clock with {args.jobs} jobs" if args.jobs > 1 else ""
+        print(f"measured here: {table['measured minutes'].sum():.1f} minutes of training{side_by_side} "
+              f"({device_name(profile.device)})")
     return 0
 
 

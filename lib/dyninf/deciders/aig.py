@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_linear_bn_weights
 
+from dyninf.deciders.base import check_batch_for_batch_norm
 from dyninf.folding import derived, folding_sources
 from dyninf.train import predict
 
@@ -67,6 +68,7 @@ class Gate(nn.Module):
         self.register_buffer("threshold", torch.zeros(()))
 
     def forward(self, block_input: torch.Tensor) -> torch.Tensor:
+        check_batch_for_batch_norm(self, len(block_input), "an AIG gate")
         with _full_precision(block_input):
             pooled = block_input.to(self.fc1.weight.dtype).mean(dim=(2, 3))
             return self.fc2(F.relu(self.bn(self.fc1(pooled))))

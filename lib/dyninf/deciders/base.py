@@ -43,3 +43,12 @@ def random_decisions(batch: int, num_blocks: int, keep: float, seed: int = 0) ->
         raise ValueError(f"keep must be in (0, 1], got {keep}")
     generator = torch.Generator().manual_seed(seed)
     return torch.bernoulli(torch.full((batch, num_blocks), float(keep)), generator=generator)
+
+
+def check_batch_for_batch_norm(module: torch.nn.Module, batch: int, what: str) -> None:
+    """A clear error for a training batch of one image where ``what`` (a module with a BatchNorm
+    over per-image vectors) needs at least two: the batch's statistics are its normalisation."""
+    if module.training and batch < 2:
+        raise ValueError(f"{what} trains on batches of at least 2 images (its BatchNorm normalises each "
+                         f"unit over the batch), got {batch}: use a larger batch, or call .eval() to "
+                         f"run it on one image")

@@ -93,6 +93,24 @@ class BlockDropPolicy(nn.Module):
         nn.init.constant_(self.extractor.head[-1].bias, 1.0)
         self.last_probabilities: torch.Tensor | None = None
 
+    @property
+    def decided_blocks(self) -> int:
+        """How many of the last blocks the policy decides (the curriculum's t); the others run."""
+        return self._decided_blocks
+
+    @decided_blocks.setter
+    def decided_blocks(self, count: int) -> None:
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= self.num_blocks:
+            raise ValueError(f"decided_blocks must be an integer from 0 to the network's {self.num_blocks} "
+                             f"blocks, got {count!r}")
+        self._decided_blocks = count
+
+    def _latest_probabilities(self) -> torch.Tensor:
+        if self.last_probabilities is None:
+            raise RuntimeError("the policy has no probabilities yet: call it on images first "
+                               "(or pass probabilities to greedy())")
+        return self.last_probabilities
+
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """s: each block's keep-probability (batch, K)."""
         return torch.sigmoid(self.extractor(images).float())
@@ -107,11 +125,11 @@ class BlockDropPolicy(nn.Module):
 
     def greedy(self, probabilities: torch.Tensor | None = None) -> torch.Tensor:
         """Thresholded decisions u~ = 1(s >= 0.5) (for the latest probabilities by default)."""
-        probabilities = self.last_probabilities if probabilities is None else probabilities
+        probabilities = self._latest_probabilities() if probabilities is None else probabilities
         return self._with_fixed_blocks((probabilities >= 0.5).to(probabilities.dtype))
 
     def distribution(self) -> Bernoulli:
-        return Bernoulli(probs=bounded_probabilities(self.last_probabilities, self.alpha))
+        return Bernoulli(probs=bounded_probabilities(self._latest_probabilities(), self.alpha))
 
     def log_probability(self, decisions: torch.Tensor) -> torch.Tensor:
         """log pi(u) (batch,) of ``decisions`` under the latest probabilities, over the decided
@@ -119,7 +137,9 @@ class BlockDropPolicy(nn.Module):
         return self.distribution().log_prob(decisions)[:, self.num_blocks - self.decided_blocks:].sum(1)
 
     def entropy(self) -> torch.Tensor:
-        """The decided blocks' summed Bernoulli entropy (batch,) under the latest probabilities."""
+        """The decided blocks' summed Bernoulli entropy (batch,) under the latest (bounded)
+        probabilities; the official code's bonus differs (-s' log s' over all blocks), and
+        ``dyninf.trained`` says why this one is used."""
         return self.distribution().entropy()[:, self.num_blocks - self.decided_blocks:].sum(1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dyninf.cost import network_cost
+from dyninf.deciders.base import check_batch_for_batch_norm
 
 if TYPE_CHECKING:
     from dyninf.backbones import CifarResNet
@@ -63,6 +64,7 @@ class Gater(nn.Module):
         nn.init.constant_(self.fc2.bias, open_logit)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
+        check_batch_for_batch_norm(self, len(images), "GaterNet's gater")
         return self.fc2(torch.relu(self.bn(self.fc1(self.extractor.features(images)))))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
