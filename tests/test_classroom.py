@@ -9,6 +9,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner) is not installed here")
 pytest.importorskip("nbgrader", reason="nbgrader is not installed here")
 
+from conftest import set_to_the_tiny_profile  # noqa: E402
 from dyninf.classroom import (HIDDEN_TEST_MARKERS, SOLUTION_MARKERS, TaskScore, generate_student_copies,  # noqa: E402
                               graded_cells, grade, main, score_table)
 from dyninf.course import CHECKED_OUTPUT_TAG, notebooks_in_order  # noqa: E402
@@ -101,8 +102,7 @@ def _handed_out_in_the_tiny_profile(notebook, student_copy, folder):
     for theirs, handed_out in zip(instructor.cells, student.cells):
         if CHECKED_OUTPUT_TAG in theirs.metadata.get("tags", []):
             handed_out.outputs, handed_out.execution_count = theirs.outputs, theirs.execution_count
-    parameters = next(c for c in student.cells if "parameters" in c.metadata.get("tags", []))
-    parameters.source = parameters.source.replace('profile = "quick"', 'profile = "tiny"', 1)
+    set_to_the_tiny_profile(student)
     nbformat.write(student, folder / notebook.name)
     return folder / notebook.name
 

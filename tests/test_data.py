@@ -7,7 +7,7 @@ import torch
 import dyninf.data as data_module
 from dyninf.data import (CIFAR10_CLASSES, SOURCE_VARIABLE, ImageDataset, check_cifar10, load_cifar10,
                          read_cache, read_image_folder, synthetic_dataset, write_cache)
-from conftest import class_colour, write_image_folder, tar_folder
+from conftest import class_colour, write_image_folder
 
 
 @pytest.mark.parametrize("kind", ["folder", "archive"])

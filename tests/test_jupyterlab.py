@@ -18,6 +18,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner) is not installed here")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed here")
 
+from conftest import set_to_the_tiny_profile  # noqa: E402
 from dyninf.course import notebooks_in_order  # noqa: E402
 from dyninf.paths import build_dir  # noqa: E402
 
@@ -72,8 +73,7 @@ def test_notebook_00_runs_in_jupyterlab_in_chromium_with_no_error_and_its_figure
     url, token = jupyterlab
     notebook = notebooks_in_order()[0]
     nb = nbformat.read(notebook, as_version=4)
-    parameters = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    parameters.source = parameters.source.replace('profile = "quick"', 'profile = "tiny"', 1)
+    set_to_the_tiny_profile(nb)
     nbformat.write(nb, tmp_path / notebook.name)
     code_cells = sum(cell.cell_type == "code" for cell in nb.cells)
     screenshots = build_dir() / "screenshots"

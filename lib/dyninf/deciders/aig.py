@@ -109,17 +109,17 @@ class AIGGates(nn.Module):
                              if k not in backbone.downsampling_blocks]
         self.gates = nn.ModuleDict({str(k): Gate(backbone.blocks[k].conv1.in_channels, hidden)
                                     for k in self.gated_blocks})
-        self.calibrating_to: float | None = None   # set by calibrate_thresholds
+
+    def gate_for(self, block_index: int) -> Gate | None:
+        """Block ``block_index``'s gate; None for a downsampling block, which always runs."""
+        return self.gates[str(block_index)] if str(block_index) in self.gates else None
 
     def forward(self, block_index: int, block_input: torch.Tensor) -> torch.Tensor | None:
-        gate = self.gates[str(block_index)] if str(block_index) in self.gates else None
+        gate = self.gate_for(block_index)
         if gate is None:
             return None  # downsampling blocks always run
         if not self.training:
-            margin = gate.margin(block_input)
-            if self.calibrating_to is not None:
-                gate.threshold.fill_(_threshold_for_rate(margin, self.calibrating_to))
-            return (margin > gate.threshold).to(block_input.dtype)
+            return (gate.margin(block_input) > gate.threshold).to(block_input.dtype)
         return F.gumbel_softmax(gate(block_input).float(), tau=1.0, hard=True)[:, RUN]
 
     def macs_and_params(self) -> tuple[int, int]:
@@ -151,11 +151,17 @@ def calibrate_thresholds(net: "DynamicNetwork", images: torch.Tensor, target: fl
     of ``images`` (uint8, images the network did not train on), gate after gate in block order,
     each seeing the decisions of the gates before it (one forward pass over all the images)."""
     check_target_rate(target)
-    net.decider.calibrating_to = target
-    try:
-        predict(net, images, batch_size=len(images), device=device)
-    finally:
-        net.decider.calibrating_to = None
+    gates = net.decider
+
+    def calibrating(block_index: int, block_input: torch.Tensor) -> torch.Tensor | None:
+        # the threshold from this gate's margins on the images, then its decisions
+        gate = gates.gate_for(block_index)
+        if gate is not None:
+            gate.threshold.fill_(_threshold_for_rate(gate.margin(block_input), target))
+        return gates(block_index, block_input)
+
+    predict(net, images, batch_size=len(images), device=device,
+            forward=lambda model, batch: model.backbone(batch, decisions=calibrating, mode=model.eval_mode))
 
 
 def target_rate_loss(decisions: torch.Tensor, target: float, gated_blocks: list[int]) -> torch.Tensor:
