@@ -18,11 +18,21 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --no-deps -e .
 	touch $@
 
-# The whole suite: library unit tests and every notebook executed end to end (quick profile), on
-# the quick networks trained first, $(JOBS) at a time (the notebooks then load them).
+# The whole suite on $(JOBS) pytest workers: library tests, every notebook end to end (quick
+# profile), the classroom and browser tests. The quick networks the notebooks load are trained first,
+# $(JOBS) at a time, and the tests that do not load them run meanwhile (on 2 cores a training that
+# waits for another, or the last one, leaves a core the tests can use); then the quick notebooks run.
+TRAININGS_LOG := build/quick-trainings.log
 test: install
-	$(PY) -m dyninf.trainings --profile quick --train --jobs $(JOBS)
-	$(PY) -m pytest
+	$(PY) -m dyninf.data
+	@mkdir -p build
+	@echo "training the quick networks, $(JOBS) at a time, beside the tests that do not load them (log: $(TRAININGS_LOG))"
+	@DYNINF_PROGRESS=lines $(PY) -m dyninf.trainings --profile quick --train --jobs $(JOBS) > $(TRAININGS_LOG) 2>&1 & training=$$!; \
+	$(PY) -m pytest -n $(JOBS) -m "not quick_networks"; tests=$$?; \
+	wait $$training; trained=$$?; cat $(TRAININGS_LOG); \
+	if [ $$trained -ne 0 ]; then echo "training the quick networks failed (above)" >&2; exit 1; fi; \
+	$(PY) -m pytest -n $(JOBS) -m quick_networks; notebooks=$$?; \
+	exit $$(( tests || notebooks ))
 
 # Library tests only (seconds).
 unit: install

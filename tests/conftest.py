@@ -1,3 +1,4 @@
+import os
 import tarfile
 from pathlib import Path
 
@@ -63,8 +64,22 @@ def tiny_archive(tiny_folder, tmp_path) -> Path:
     return tar_folder(tiny_folder, tmp_path / "tiny.tar.gz")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs the suite on $(JOBS) workers) each worker takes its share
+    of the CPU threads, and so do the notebook kernels and other processes it starts: workers that
+    each used every core would contend for them (oneDNN slows down badly when oversubscribed)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
 def pytest_collection_modifyitems(config, items):
-    """``cuda`` tests need a GPU: skipped without one (`make gpu-check` runs them on one)."""
+    """The slow (``notebook``) tests first, so that parallel workers do not end with one of them
+    left running alone; ``cuda`` tests need a GPU: skipped without one (`make gpu-check` runs
+    them on one)."""
+    items.sort(key=lambda item: "notebook" not in item.keywords)   # stable: the rest keep their order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (no GPU here); `make gpu-check` runs it on one")

@@ -122,8 +122,7 @@ def test_jobs_run_trainings_side_by_side_and_one_that_starts_from_a_plain_resnet
 
     trainings = [training(plain_label(20), 20), training("finetuned", 20, starts_from=20),
                  training("from scratch", 20), training(plain_label(8), 8)]
-    minutes = _train_in_parallel(get_profile("tiny", device="cpu"), trainings,
-                                 synthetic_dataset(train_per_class=1, test_per_class=1), jobs=2)
+    minutes = _train_in_parallel(trainings, synthetic_dataset(train_per_class=1, test_per_class=1), jobs=2)
     assert len(minutes) == 4 and all(m >= 2 / 60 for m in minutes)
     times = {t.label: tuple(map(float, (tmp_path / t.label).read_text().split())) for t in trainings}
     assert times["finetuned"][0] >= times[plain_label(20)][1]           # waited for its backbone

@@ -184,11 +184,11 @@ def train_all(profile: Profile, data: ImageDataset | None = None, jobs: int = 1)
     if profile.epoch_cap is not None:   # a dry run trains afresh: a cached run would hide a broken recipe
         shutil.rmtree(runs_dir() / profile.runs, ignore_errors=True)
     trainings = course_trainings(profile)
+    data = data if data is not None else profile.load_data()   # decoded once, not by each worker
     if jobs == 1:
-        data = data if data is not None else profile.load_data()
         measured = [_timed(training, data) for training in trainings]
     else:
-        measured = _train_in_parallel(profile, trainings, data, jobs)
+        measured = _train_in_parallel(trainings, data, jobs)
     return estimate_table(profile).assign(**{"measured minutes": measured})
 
 
@@ -203,18 +203,17 @@ def _timed(training: Training, data: ImageDataset) -> float:
 _worker_data: ImageDataset | None = None   # each worker process's copy of the profile's data
 
 
-def _start_worker(threads: int, profile: Profile, data: ImageDataset | None) -> None:
+def _start_worker(threads: int, data: ImageDataset) -> None:
     global _worker_data
     torch.set_num_threads(threads)
-    _worker_data = data if data is not None else profile.load_data()
+    _worker_data = data
 
 
 def _train_in_worker(training: Training) -> float:
     return _timed(training, _worker_data)
 
 
-def _train_in_parallel(profile: Profile, trainings: list[Training], data: ImageDataset | None,
-                       jobs: int) -> list[float]:
+def _train_in_parallel(trainings: list[Training], data: ImageDataset, jobs: int) -> list[float]:
     """Each training's minutes, trained ``jobs`` at a time; one that starts from a plain ResNet
     is started once no training of that plain ResNet is waiting or running."""
     threads = max(1, torch.get_num_threads() // jobs)
@@ -226,7 +225,7 @@ def _train_in_parallel(profile: Profile, trainings: list[Training], data: ImageD
 
     # spawn: a fresh interpreter per worker (forking a process that has run PyTorch can hang)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker,
-                             initargs=(threads, profile, data)) as pool:
+                             initargs=(threads, data)) as pool:
         while waiting or running:
             for index in list(waiting):
                 start = trainings[index].starts_from
