@@ -18,21 +18,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --no-deps -e .
 	touch $@
 
-# The whole suite on $(JOBS) pytest workers: library tests, every notebook end to end (quick
-# profile), the classroom and browser tests. The quick networks the notebooks load are trained first,
-# $(JOBS) at a time, and the tests that do not load them run meanwhile (on 2 cores a training that
-# waits for another, or the last one, leaves a core the tests can use); then the quick notebooks run.
-TRAININGS_LOG := build/quick-trainings.log
+# The whole suite: library tests, every notebook end to end (quick profile), the classroom and
+# browser tests, on $(JOBS) pytest workers with their share of the CPU threads each (a worker that
+# is done takes tests from the other, so the slow ones, which run first, end together). The quick
+# networks the notebooks load are trained first, $(JOBS) at a time. (Running the other tests beside
+# those trainings saves nothing on 2 cores: the trainings keep both busy.)
 test: install
-	$(PY) -m dyninf.data
-	@mkdir -p build
-	@echo "training the quick networks, $(JOBS) at a time, beside the tests that do not load them (log: $(TRAININGS_LOG))"
-	@DYNINF_PROGRESS=lines $(PY) -m dyninf.trainings --profile quick --train --jobs $(JOBS) > $(TRAININGS_LOG) 2>&1 & training=$$!; \
-	$(PY) -m pytest -n $(JOBS) -m "not quick_networks"; tests=$$?; \
-	wait $$training; trained=$$?; cat $(TRAININGS_LOG); \
-	if [ $$trained -ne 0 ]; then echo "training the quick networks failed (above)" >&2; exit 1; fi; \
-	$(PY) -m pytest -n $(JOBS) -m quick_networks; notebooks=$$?; \
-	exit $$(( tests || notebooks ))
+	$(PY) -m dyninf.trainings --profile quick --train --jobs $(JOBS)
+	$(PY) -m pytest -n $(JOBS) --dist worksteal
 
 # Library tests only (seconds).
 unit: install

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = random_cases(backbone, images, args.keep, batch_sizes, min_run_time)
         name = name if args.tiny else f"{name}-resnet{args.depth}"
     else:
-        from dyninf.trained import train_baseline
+        from dyninf.networks import train_baseline
 
         data = profile.load_data()
         backbone = train_baseline(profile, data, progress=False)[0].to(device, memory_format=torch.channels_last).eval()

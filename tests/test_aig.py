@@ -43,8 +43,8 @@ def test_bias_initialisation_opens_gates_for_about_87_percent_in_training():
 
 def test_straight_through_gradient_reaches_the_gates():
     net = _aig(8).train()
-    logits = net(torch.randn(16, 3, 32, 32))
-    (logits.sum() + target_rate_loss(net.last_decisions, 0.5, net.decider.gated_blocks)).backward()
+    logits, decisions = net(torch.randn(16, 3, 32, 32), return_decisions=True)
+    (logits.sum() + target_rate_loss(decisions, 0.5, net.decider.gated_blocks)).backward()
     for gate in net.decider.gates.values():
         assert gate.fc1.weight.grad is not None and gate.fc1.weight.grad.abs().sum() > 0
         assert gate.fc2.bias.grad.abs().sum() > 0

@@ -9,6 +9,8 @@ from dyninf.backbones import cifar_resnet
 from dyninf.deciders import (BlockDropPolicy, blockdrop_reward, bounded_probabilities, curriculum_step,
                              policy_gradient_loss)
 from dyninf.dynamic import DynamicNetwork
+from dyninf.fitting import TrainingStep
+from dyninf.networks import blockdrop_losses
 
 
 def test_reward_by_hand_for_correct_and_wrong_predictions():
@@ -160,7 +162,6 @@ class _TwoOfThreeNetwork:
         self.decider = BlockDropPolicy(3, depth=8, width=4)
         self.decider.decided_blocks = decided
         self.decider.last_probabilities = torch.tensor([probabilities])
-        self.last_decisions = torch.tensor([sampled])
 
     @staticmethod
     def logits(decisions):
@@ -172,14 +173,11 @@ class _TwoOfThreeNetwork:
 
 
 def _hook_loss(probabilities, sampled, decided, penalty=1.0, entropy_weight=0.0):
-    from dyninf.trained import blockdrop_losses
-
     net = _TwoOfThreeNetwork(probabilities, sampled, decided)
     losses, metrics = blockdrop_losses(penalty, entropy_weight)
-    images, labels = torch.zeros(1, 3, 32, 32), torch.tensor([0])
-    logits = net.logits(net.last_decisions)
-    return (losses["policy_loss"](net, images, labels, logits).item(),
-            {name: metric(net, images, labels, logits).item() for name, metric in metrics.items()})
+    decisions = torch.tensor([sampled])
+    step = TrainingStep(net, torch.zeros(1, 3, 32, 32), torch.tensor([0]), net.logits(decisions), decisions)
+    return losses["policy_loss"](step).item(), {name: metric(step).item() for name, metric in metrics.items()}
 
 
 def _entropy(p):

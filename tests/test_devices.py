@@ -11,14 +11,15 @@ import torch
 from conftest import settled_resnet
 
 import dyninf.skipping as skipping
-import dyninf.train as train_module
+import dyninf.fitting as train_module
 from dyninf.backbones import cifar_resnet
 from dyninf.batches import model_inputs
 from dyninf.data import synthetic_dataset
 from dyninf.deciders import AIGGates, BlockDropPolicy, Gater, calibrate_thresholds, random_decisions
+from dyninf.decisions import DeciderKind
 from dyninf.dynamic import DynamicNetwork, mode_agreement, predict_with_decisions
+from dyninf.fitting import TrainConfig, fit, load_history
 from dyninf.precision import RELATIVE_TOLERANCE, inference_dtype, logit_tolerance
-from dyninf.train import TrainConfig, fit, load_history
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
@@ -108,6 +109,8 @@ def test_mode_agreement_of_every_decider_kind_and_of_fixed_decisions(device):
 def test_mode_agreement_compares_the_same_decisions_when_masked_mode_decides_otherwise():
     class Alternating(torch.nn.Module):
         """Runs every other image, a different half on each forward pass (as a gate tipping would)."""
+
+        kind = DeciderKind.PER_BLOCK
 
         def __init__(self):
             super().__init__()

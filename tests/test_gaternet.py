@@ -84,8 +84,8 @@ def test_gaternet_masked_and_skipped_agree_and_the_sparsity_gradient_reaches_the
         torch.nn.init.zeros_(net.decider.fc2.bias)
         for _ in range(3):
             net(torch.randn(16, 3, 32, 32))                          # settle BatchNorm statistics
-    logits = net(torch.randn(8, 3, 32, 32))
-    (logits.sum() + gate_sparsity_loss(net.last_decisions)).backward()
+    logits, gates = net(torch.randn(8, 3, 32, 32), return_decisions=True)
+    (logits.sum() + gate_sparsity_loss(gates)).backward()
     assert net.decider.fc2.weight.grad.abs().sum() > 0
     assert net.decider.extractor.stem[0].weight.grad.abs().sum() > 0
     net.eval()

@@ -4,9 +4,9 @@ import torch
 
 from dyninf.backbones import cifar_resnet
 from dyninf.data import synthetic_dataset
+from dyninf.inference import predict
 from dyninf.lesion import (lesion_accuracy, lesion_decisions, random_lesions, random_paths_like,
                            single_block_lesions)
-from dyninf.train import predict
 
 
 @pytest.fixture(scope="module")

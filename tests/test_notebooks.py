@@ -66,7 +66,6 @@ def _no_residue_of_the_machine(executed, notebook, *paths) -> None:
 
 
 @pytest.mark.notebook
-@pytest.mark.quick_networks
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom_in_the_quick_profile(notebook, tmp_path, monkeypatch):
     # The same path as `make course`: papermill on a fresh kernel, HTML, metrics, report; under

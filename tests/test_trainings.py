@@ -2,17 +2,18 @@
 the places that show it (notebook headers, README)."""
 import json
 import re
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from dyninf.data import synthetic_dataset
+from dyninf.fitting import TrainConfig, load_history
 from dyninf.frontier import FRONTIER_DEPTHS
+from dyninf.networks import run_dir
 from dyninf.profiles import get_profile
-from dyninf.train import TrainConfig, load_history
-from dyninf.trained import run_dir
-from dyninf.trainings import (H100_STEP_SECONDS, Training, course_trainings, estimate_table,
-                              estimated_seconds, main, readme_row, train_all)
+from dyninf.trainings import (H100_STEP_SECONDS, Training, _train_in_parallel, course_trainings, estimate_table,
+                              estimated_seconds, main, plain_label, readme_row, train_all)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,10 +114,6 @@ def _timed_sleep(label, log_folder, data):
 
 
 def test_jobs_run_trainings_side_by_side_and_one_that_starts_from_a_plain_resnet_after_it(tmp_path):
-    from functools import partial
-
-    from dyninf.trainings import _train_in_parallel, plain_label
-
     def training(label, depth, starts_from=None):
         return Training("00", label, depth, (), partial(_timed_sleep, label, tmp_path), starts_from)
 
@@ -128,6 +125,14 @@ def test_jobs_run_trainings_side_by_side_and_one_that_starts_from_a_plain_resnet
     assert times["finetuned"][0] >= times[plain_label(20)][1]           # waited for its backbone
     first, second = times[plain_label(20)], times["from scratch"]       # the first two ran together
     assert max(first[0], second[0]) < min(first[1], second[1])
+
+
+def test_of_the_trainings_that_can_start_the_longest_estimated_starts_first(tmp_path):
+    trainings = [Training("05", label, 8, (), partial(_timed_sleep, label, tmp_path)) for label in ("short", "long", "middle")]
+    _train_in_parallel(trainings, synthetic_dataset(train_per_class=1, test_per_class=1), jobs=1,
+                       estimated=[1.0, 3.0, 2.0])
+    starts = {t.label: float((tmp_path / t.label).read_text().split()[0]) for t in trainings}
+    assert starts["long"] < starts["middle"] < starts["short"]
 
 
 def test_a_dry_run_with_two_jobs_trains_what_one_job_trains(tmp_path, monkeypatch):

@@ -1,9 +1,12 @@
 """Adaptive Inference: the tested library behind the course notebooks.
 
-One residual backbone (``dyninf.backbones``) that takes per-image decisions, the deciders that
-make them (``dyninf.deciders``), CIFAR-10 (``dyninf.data``), cost counting (``dyninf.cost``),
-one training loop (``dyninf.train``), named profiles (``dyninf.profiles``) and the course's
-report (``dyninf.report``).
+One residual backbone (``dyninf.backbones``) that takes per-image decisions (``dyninf.decisions``),
+the deciders that make them (``dyninf.deciders``), CIFAR-10 (``dyninf.data``), cost counting
+(``dyninf.cost``), inference (``dyninf.inference``), one training loop (``dyninf.fitting``), named
+profiles (``dyninf.profiles``), the course's networks trained per profile (``dyninf.networks``) and its
+report (``dyninf.report``). Imports point one way:
+the decision protocol and the backbone at the bottom, deciders above them, training and the
+notebooks' helpers on top (tests/test_imports.py checks the bottom stays light).
 """
 import logging
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dyninf.deciders.base import BlockDecider, as_decider
+from dyninf.decisions import BlockDecider, as_decider
 from dyninf.skipping import (MASKED, BlockRun, SkippingPolicy, plan_block, plan_execution, policy_for, run_block,
                              uniform_block_run)
 

@@ -9,7 +9,6 @@ Where the images come from, in order (CIFAR-100: ``cifar100`` and ``CIFAR100_SOU
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import tarfile
@@ -350,18 +349,3 @@ def synthetic_dataset(train_per_class: int = 32, test_per_class: int = 8, num_cl
     test_images, test_labels = make(test_per_class)
     return ImageDataset(train_images, train_labels, test_images, test_labels,
                         tuple(f"class{c}" for c in range(num_classes)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m dyninf.data [cifar10|cifar100]``: find and decode the data set into its cache once,
-    before several processes (trainings, tests) would each decode it at the same time."""
-    parser = argparse.ArgumentParser(description="Find and decode a data set into its cache under data/.")
-    parser.add_argument("name", nargs="?", default="cifar10", choices=sorted(DATASETS))
-    dataset = load_cifar(parser.parse_args(argv).name)
-    print(f"{len(dataset.train_labels):,} training and {len(dataset.test_labels):,} test images "
-          f"in {data_dir()}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

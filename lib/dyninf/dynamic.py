@@ -11,20 +11,20 @@ from torch import nn
 
 from dyninf.backbones import CifarResNet, check_mode
 from dyninf.cost import network_cost
+from dyninf.decisions import DeciderKind, decider_kind
+from dyninf.inference import predict
 from dyninf.precision import inference_dtype, logit_tolerance
-from dyninf.train import predict
 
 
 class DynamicNetwork(nn.Module):
     """``backbone`` run with the decisions of ``decider``.
 
     ``train_mode`` and ``eval_mode`` name the execution mode used in each phase (``"masked"`` or
-    ``"skipped"``); ``forward(images, mode=...)`` overrides it for one call. The decisions of the
-    latest forward pass stay in ``last_decisions``, with their gradient, for losses on them (AIG's
-    target rate, GaterNet's sparsity): (batch, num_blocks) for a block decider, or (batch,
-    num_filter_gates) for a decider with ``decides_filters`` (called once with the images).
-    A decider with ``decides_blocks`` (BlockDrop's policy) is called once with the images and
-    returns all (batch, num_blocks) block decisions.
+    ``"skipped"``); ``forward(images, mode=...)`` overrides it for one call. With
+    ``return_decisions=True`` it also returns the decisions it took, with their gradient, for losses
+    on them (AIG's target rate, GaterNet's sparsity; the training loop hands them to its hooks):
+    (batch, num_blocks), or (batch, num_filter_gates) for a decider of kind ``FILTERS``. The decider's ``kind`` (``dyninf.decisions.DeciderKind``) says how
+    it is called: before each block, or once with the images (BlockDrop's policy, GaterNet's gater).
 
     ``freeze_backbone()`` stops the backbone's training (no gradients, BatchNorm statistics kept,
     also in train mode) while the decider learns; ``freeze_backbone(False)`` undoes it.
@@ -35,9 +35,8 @@ class DynamicNetwork(nn.Module):
         super().__init__()
         check_mode(train_mode)
         check_mode(eval_mode)
-        self.backbone, self.decider = backbone, decider
+        self.backbone, self.decider, self.kind = backbone, decider, decider_kind(decider)
         self.train_mode, self.eval_mode = train_mode, eval_mode
-        self.last_decisions: torch.Tensor | None = None
         self.backbone_frozen = False
 
     @property
@@ -48,7 +47,7 @@ class DynamicNetwork(nn.Module):
     def decides_once(self) -> bool:
         """Whether the decider is global: called once with the images before the backbone runs
         (GaterNet's gater, BlockDrop's policy), not before each block (AIG's gates)."""
-        return any(getattr(self.decider, flag, False) for flag in ("decides_filters", "decides_blocks"))
+        return self.kind.decides_once
 
     def freeze_backbone(self, frozen: bool = True) -> "DynamicNetwork":
         self.backbone_frozen = frozen
@@ -63,23 +62,22 @@ class DynamicNetwork(nn.Module):
 
     def forward(self, images: torch.Tensor, mode: str | None = None, return_decisions: bool = False):
         mode = mode or (self.train_mode if self.training else self.eval_mode)
-        if getattr(self.decider, "decides_filters", False):   # a global gater (GaterNet)
-            self.last_decisions = self.decider(images)
-            logits = self.backbone(images, mode=mode, filter_gates=self.last_decisions)
-        elif getattr(self.decider, "decides_blocks", False):   # a global policy (BlockDrop)
-            self.last_decisions = self.decider(images)
-            logits = self.backbone(images, decisions=self.last_decisions, mode=mode)
+        if self.kind is DeciderKind.FILTERS:   # a global gater (GaterNet)
+            decisions = self.decider(images)
+            logits = self.backbone(images, mode=mode, filter_gates=decisions)
+        elif self.kind is DeciderKind.BLOCKS:   # a global policy (BlockDrop)
+            decisions = self.decider(images)
+            logits = self.backbone(images, decisions=decisions, mode=mode)
         else:
-            logits, self.last_decisions = self.backbone(images, decisions=self.decider, mode=mode,
-                                                        return_decisions=True)
-        return (logits, self.last_decisions) if return_decisions else logits
+            logits, decisions = self.backbone(images, decisions=self.decider, mode=mode, return_decisions=True)
+        return (logits, decisions) if return_decisions else logits
 
 
 def spent_macs(net: DynamicNetwork, decisions: torch.Tensor) -> torch.Tensor:
     """MACs each image spends (batch,) given the decisions ``net`` took for it: the backbone's
     blocks or filters that ran, plus the decider's own cost (``decider.macs_and_params()``)."""
     cost = network_cost(net.backbone)
-    if getattr(net.decider, "decides_filters", False):
+    if net.kind is DeciderKind.FILTERS:
         backbone = cost.spent_macs(filter_gates=decisions)
     else:
         backbone = cost.spent_macs(decisions)
@@ -119,8 +117,8 @@ def mode_agreement(net: nn.Module, images: torch.Tensor, *, decisions: torch.Ten
                                                   mode="masked", **given)
     if not torch.equal(masked_taken, taken):   # a local gate tipped: rerun masked with skipped's decisions
         backbone = getattr(net, "backbone", net)
-        same = {"filter_gates" if getattr(getattr(net, "decider", None), "decides_filters", False)
-                else "decisions": taken}
+        decides_filters = isinstance(net, DynamicNetwork) and net.kind is DeciderKind.FILTERS
+        same = {"filter_gates" if decides_filters else "decisions": taken}
         masked = predict(backbone, images, device=device, batch_size=batch_size, mode="masked", **same)
     difference = (masked - skipped).abs().max().item()
     dtype = inference_dtype(device)

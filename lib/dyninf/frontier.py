@@ -12,11 +12,12 @@ from torch import nn
 
 from dyninf.cost import network_cost
 from dyninf.data import ImageDataset
-from dyninf.dynamic import predict_with_decisions, spent_macs
+from dyninf.decisions import DeciderKind
+from dyninf.dynamic import DynamicNetwork, predict_with_decisions, spent_macs
+from dyninf.inference import predict
+from dyninf.networks import (AIG_SCHEDULES, GATERNET_SCHEDULES, finished_runs, train_aig, train_baseline, train_blockdrop,
+                             train_gaternet, train_stochastic_depth, trained_plain_resnets)
 from dyninf.profiles import Profile
-from dyninf.train import predict
-from dyninf.trained import (AIG_SCHEDULES, GATERNET_SCHEDULES, finished_runs, train_aig, train_baseline, train_blockdrop,
-                            train_gaternet, train_stochastic_depth, trained_plain_resnets)
 from dyninf.uncertainty import SIGNIFICANT, binomial_standard_error, compare_accuracies
 
 METHODS = ("plain", "SD", "AIG", "GaterNet", "BlockDrop")
@@ -41,8 +42,7 @@ def network_point(network: TrainedNetwork, data: ImageDataset, device: torch.dev
     image on average: for a dynamic network with a costed decider, what each image ran plus the
     decider; else the whole network."""
     net = network.net
-    decider = getattr(net, "decider", None)
-    if hasattr(decider, "macs_and_params"):
+    if isinstance(net, DynamicNetwork) and net.kind is not DeciderKind.TRAINING_ONLY:
         logits, decisions = predict_with_decisions(net, data.test_images, device=device)
         macs = spent_macs(net, decisions).mean().item()
     else:   # a plain ResNet, or stochastic depth (every block runs at test time)

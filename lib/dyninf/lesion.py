@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dyninf.train import evaluate
+from dyninf.inference import evaluate
 
 
 def lesion_decisions(num_images: int, num_blocks: int, deleted: list[int]) -> torch.Tensor:

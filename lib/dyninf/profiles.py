@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from dyninf.data import ImageDataset, dataset_spec, load_cifar
-from dyninf.train import TrainConfig, default_device
+from dyninf.fitting import TrainConfig, default_device
 
 
 @dataclass(frozen=True)

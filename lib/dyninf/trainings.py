@@ -29,14 +29,14 @@ from dyninf.backbones import cifar_resnet
 from dyninf.cost import network_cost
 from dyninf.data import ImageDataset, dataset_spec
 from dyninf.deciders import Gater
+from dyninf.fitting import TrainConfig
 from dyninf.frontier import FRONTIER_DEPTHS
+from dyninf.networks import (AIG_SCHEDULES, BLOCKDROP_SCHEDULES, GATERNET_SCHEDULES, stochastic_depth_recipe,
+                             train_aig, train_baseline, train_blockdrop, train_gaternet,
+                             train_stochastic_depth, train_wider)
 from dyninf.paths import runs_dir
 from dyninf.profiles import PROFILES, Profile, get_profile
 from dyninf.report import device_name
-from dyninf.train import TrainConfig
-from dyninf.trained import (AIG_SCHEDULES, BLOCKDROP_SCHEDULES, GATERNET_SCHEDULES, stochastic_depth_recipe,
-                            train_aig, train_baseline, train_blockdrop, train_gaternet,
-                            train_stochastic_depth, train_wider)
 
 # Seconds per training step on one H100 (PyTorch 2.11, bf16, channels-last), ResNet-32 on all of
 # CIFAR-10, measured at main 31c5ae7 as one epoch of each method's recipe then (issue 16): the
@@ -185,11 +185,12 @@ def train_all(profile: Profile, data: ImageDataset | None = None, jobs: int = 1)
         shutil.rmtree(runs_dir() / profile.runs, ignore_errors=True)
     trainings = course_trainings(profile)
     data = data if data is not None else profile.load_data()   # decoded once, not by each worker
+    table = estimate_table(profile)
     if jobs == 1:
         measured = [_timed(training, data) for training in trainings]
     else:
-        measured = _train_in_parallel(trainings, data, jobs)
-    return estimate_table(profile).assign(**{"measured minutes": measured})
+        measured = _train_in_parallel(trainings, data, jobs, table["estimated minutes"].tolist())
+    return table.assign(**{"measured minutes": measured})
 
 
 def _timed(training: Training, data: ImageDataset) -> float:
@@ -213,12 +214,17 @@ def _train_in_worker(training: Training) -> float:
     return _timed(training, _worker_data)
 
 
-def _train_in_parallel(trainings: list[Training], data: ImageDataset, jobs: int) -> list[float]:
+def _train_in_parallel(trainings: list[Training], data: ImageDataset, jobs: int,
+                       estimated: list[float] | None = None) -> list[float]:
     """Each training's minutes, trained ``jobs`` at a time; one that starts from a plain ResNet
-    is started once no training of that plain ResNet is waiting or running."""
+    is started once no training of that plain ResNet is waiting or running. Of those that can
+    start, the longest ``estimated`` first: a long one left for the end would run alone while
+    the other cores idle."""
     threads = max(1, torch.get_num_threads() // jobs)
     print(f"[trainings] {len(trainings)} trainings, {jobs} at a time, {threads} thread(s) each", flush=True)
-    waiting, running, measured = list(range(len(trainings))), {}, {}
+    estimated = estimated or [0.0] * len(trainings)
+    waiting = sorted(range(len(trainings)), key=lambda i: -estimated[i])   # stable: ties keep the course's order
+    running, measured = {}, {}
 
     def plain_unfinished(depth: int) -> bool:
         return any(trainings[i].label == plain_label(depth) for i in (*waiting, *running.values()))

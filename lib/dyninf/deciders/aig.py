@@ -15,20 +15,17 @@ runs its layer at the target rate, keeping the gates' ranking of the images.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_linear_bn_weights
 
-from dyninf.deciders.base import check_batch_for_batch_norm
+from dyninf.backbones import CifarResNet
+from dyninf.decisions import DeciderKind, check_batch_for_batch_norm
+from dyninf.dynamic import DynamicNetwork
 from dyninf.folding import derived, folding_sources
-from dyninf.train import predict
-
-if TYPE_CHECKING:
-    from dyninf.backbones import CifarResNet
-    from dyninf.dynamic import DynamicNetwork
+from dyninf.inference import predict
 
 SKIP, RUN = 0, 1
 
@@ -101,6 +98,8 @@ class Gate(nn.Module):
 
 class AIGGates(nn.Module):
     """The decider: one gate per non-downsampling block of ``backbone``."""
+
+    kind = DeciderKind.PER_BLOCK   # called before each block with that block's input
 
     def __init__(self, backbone: "CifarResNet", hidden: int = 16):
         super().__init__()

@@ -10,16 +10,14 @@ Loss: -(R(u) - R(u~)) sum_k log pi(u_k) - beta H(pi), with u~ the thresholded (g
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.distributions import Bernoulli
 
+from dyninf.backbones import CifarResNet, cifar_resnet
 from dyninf.cost import network_cost
-
-if TYPE_CHECKING:
-    from dyninf.backbones import CifarResNet
+from dyninf.decisions import DeciderKind
 
 
 def check_alpha(alpha: float) -> None:
@@ -75,11 +73,9 @@ class BlockDropPolicy(nn.Module):
     others are 1. The probabilities of the latest call stay in ``last_probabilities`` for the loss.
     """
 
-    decides_blocks = True   # DynamicNetwork passes its output as the backbone's block decisions
+    kind = DeciderKind.BLOCKS   # DynamicNetwork passes its output as the backbone's block decisions
 
     def __init__(self, num_blocks: int, depth: int = 8, width: int = 16, alpha: float = 0.8):
-        from dyninf.backbones import cifar_resnet   # here: dyninf.backbones imports the deciders
-
         super().__init__()
         check_alpha(alpha)
         if num_blocks < 1:
@@ -139,7 +135,7 @@ class BlockDropPolicy(nn.Module):
     def entropy(self) -> torch.Tensor:
         """The decided blocks' summed Bernoulli entropy (batch,) under the latest (bounded)
         probabilities; the official code's bonus differs (-s' log s' over all blocks), and
-        ``dyninf.trained`` says why this one is used."""
+        ``dyninf.networks`` says why this one is used."""
         return self.distribution().entropy()[:, self.num_blocks - self.decided_blocks:].sum(1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

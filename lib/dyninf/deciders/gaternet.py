@@ -6,16 +6,12 @@ width b -> BatchNorm -> ReLU -> FC to c logits -> Improved SemHash -> c gates.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
+from dyninf.backbones import CifarResNet, cifar_resnet
 from dyninf.cost import network_cost
-from dyninf.deciders.base import check_batch_for_batch_norm
-
-if TYPE_CHECKING:
-    from dyninf.backbones import CifarResNet
+from dyninf.decisions import DeciderKind, check_batch_for_batch_norm
 
 
 def saturated_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -40,12 +36,10 @@ def improved_semhash(logits: torch.Tensor, training: bool) -> torch.Tensor:
 class Gater(nn.Module):
     """Images (batch, 3, H, W) -> filter gates (batch, num_gates) for a backbone."""
 
-    decides_filters = True   # DynamicNetwork passes its output as the backbone's filter gates
+    kind = DeciderKind.FILTERS   # DynamicNetwork passes its output as the backbone's filter gates
 
     def __init__(self, num_gates: int, depth: int = 20, bottleneck: int = 256, width: int = 16,
                  open_logit: float = 1.0):
-        from dyninf.backbones import cifar_resnet   # here: dyninf.backbones imports the deciders
-
         super().__init__()
         if num_gates < 1 or bottleneck < 1:
             raise ValueError(f"num_gates and bottleneck must be positive, got {num_gates}, {bottleneck}")

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torchvision.ops import stochastic_depth
 
+from dyninf.decisions import DeciderKind
+
 SD_MODES = ("row", "batch")
 
 
@@ -33,6 +35,8 @@ class StochasticDepth(nn.Module):
     dropped block is not computed at all, which is where the paper's training speed-up comes from.
     A surviving block's decision is 1 / p_l (torchvision's scaling), a dropped one's 0.
     """
+
+    kind = DeciderKind.TRAINING_ONLY
 
     def __init__(self, num_blocks: int, p_last: float = 0.5, mode: str = "batch"):
         super().__init__()

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from dyninf.batches import Batches, model_inputs
+from dyninf.batches import Batches
 from dyninf.data import ImageDataset
+from dyninf.dynamic import DynamicNetwork
+from dyninf.inference import evaluate
 from dyninf.io import atomic_torch_save, atomic_write_text
 from dyninf.paths import shown_path
 from dyninf.precision import autocast
@@ -34,10 +36,22 @@ OPTIMIZERS = ("sgd", "adam")
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 
-# forward(model, images, **kwargs) -> logits; extra loss or logged metric:
-# (model, images, labels, logits) -> scalar; epoch start: (model, epoch) -> values to log, or None
-Forward = Callable[..., torch.Tensor]
-ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    """What an extra loss or a logged metric sees of one training step."""
+    model: nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+    logits: torch.Tensor
+    # a DynamicNetwork's decisions in this forward pass, with their gradient (block decisions, or
+    # filter gates for a decider of kind FILTERS); None for a network without a decider
+    decisions: torch.Tensor | None
+
+
+# extra loss or logged metric: step -> scalar; epoch start: (model, epoch) -> values to log, or None
+ExtraLoss = Callable[[TrainingStep], torch.Tensor]
 EpochStart = Callable[[nn.Module, int], "Mapping[str, float | int | str] | None"]
 
 
@@ -120,43 +134,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.gamma)
 
 
-def _plain_forward(model: nn.Module, images: torch.Tensor, **kwargs) -> torch.Tensor:
-    return model(images, **kwargs)
-
-
-PER_IMAGE_ARGUMENTS = ("decisions", "filter_gates")   # forward arguments with a row per image
-
-
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500,
-            device: torch.device | str | None = None, forward: Forward | None = None,
-            **forward_kwargs) -> torch.Tensor:
-    """Eval-mode logits (on the CPU) for uint8 images; ``forward_kwargs`` go to the model, and
-    per-image tensors among them (``decisions``, ``filter_gates``) are sliced along with the
-    images and moved to the device."""
-    device = torch.device(device) if device else next(model.parameters()).device
-    forward = forward or _plain_forward
-    model.eval()
-    per_image = {name: forward_kwargs.pop(name) for name in PER_IMAGE_ARGUMENTS
-                 if isinstance(forward_kwargs.get(name), torch.Tensor)}
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = model_inputs(images[start:start + batch_size], device)
-        forward_kwargs.update({name: values[start:start + batch_size].to(device)
-                               for name, values in per_image.items()})
-        with autocast(device):
-            outputs.append(forward(model, batch, **forward_kwargs).float().cpu())
-    return torch.cat(outputs)
-
-
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             **predict_kwargs) -> dict[str, float]:
-    """Test loss and accuracy (in [0, 1]) of ``model`` on uint8 ``images``."""
-    logits = predict(model, images, **predict_kwargs)
-    return {"loss": F.cross_entropy(logits, labels).item(),
-            "accuracy": (logits.argmax(1) == labels).float().mean().item()}
-
-
 PROGRESS_STYLES = ("bars", "lines")
 
 
@@ -173,7 +150,7 @@ def progress_style() -> str:
 
 def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
         run_dir: str | os.PathLike | None = None, *, device: torch.device | str | None = None,
-        forward: Forward | None = None, extra_losses: Mapping[str, ExtraLoss] | None = None,
+        extra_losses: Mapping[str, ExtraLoss] | None = None,
         metrics: Mapping[str, ExtraLoss] | None = None, on_epoch_start: EpochStart | None = None,
         progress: bool = True, description: str = "training") -> pd.DataFrame:
     """Train ``model`` on ``data`` and return its per-epoch history.
@@ -181,14 +158,14 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
     With ``run_dir``, a checkpoint is written after every epoch and a later call with the same
     configuration resumes from it (or, if the run is complete, loads the trained weights and
     returns the stored history at once). A different configuration there is an error.
-    ``extra_losses`` are added to the cross-entropy and logged under their names; ``metrics``,
-    called the same way, are only logged (batch means, like the losses);
+    ``extra_losses`` (each called with the step's ``TrainingStep``: the model, the batch, the logits and
+    a dynamic network's decisions) are added to the cross-entropy and logged under their names;
+    ``metrics``, called the same way, are only logged (batch means, like the losses);
     ``on_epoch_start(model, epoch)`` (epoch counted from 0) sets per-epoch state such as a
     schedule or a curriculum step, so it must depend on ``epoch`` alone for resume to be exact;
     what it returns (a dict, or None) goes into that epoch's history row and progress bar.
     """
     device = torch.device(device) if device else default_device()
-    forward = forward or _plain_forward
     extra_losses = dict(extra_losses or {})
     metrics = dict(metrics or {})
     model.to(device=device, memory_format=torch.channels_last)
@@ -211,9 +188,8 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
         epoch_info = dict((on_epoch_start(model, epoch) if on_epoch_start else None) or {})
         epochs.set_postfix(epoch_info)
         row = {**epoch_info, **_train_one_epoch(model, train_batches, epoch, optimizer, scheduler,
-                                                forward, extra_losses, metrics, device, bars)}
-        scores = evaluate(model, data.test_images, data.test_labels, device=device,
-                          forward=forward)
+                                                extra_losses, metrics, device, bars)}
+        scores = evaluate(model, data.test_images, data.test_labels, device=device)
         row.update(test_loss=scores["loss"], test_accuracy=scores["accuracy"])
         history.append(row)
         epochs.update(1)
@@ -231,7 +207,14 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
     return pd.DataFrame(history)
 
 
-def _train_one_epoch(model, batches, epoch, optimizer, scheduler, forward, extra_losses, metrics,
+def training_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The logits, and a dynamic network's decisions in this pass (for the hooks; None otherwise)."""
+    if isinstance(model, DynamicNetwork):
+        return model(images, return_decisions=True)
+    return model(images), None
+
+
+def _train_one_epoch(model, batches, epoch, optimizer, scheduler, extra_losses, metrics,
                      device, progress) -> dict:
     """One pass over the training batches. The running sums (loss, correct predictions, each
     logged term; weighted by batch size) stay on the device and are read back once, at the end:
@@ -246,12 +229,13 @@ def _train_one_epoch(model, batches, epoch, optimizer, scheduler, forward, extra
                disable=not progress, unit="batch")
     for images, labels in bar:
         with autocast(device):
-            logits = forward(model, images)
+            logits, decisions = training_forward(model, images)
             loss = F.cross_entropy(logits, labels)
-            extras = {name: term(model, images, labels, logits) for name, term in extra_losses.items()}
+            step = TrainingStep(model, images, labels, logits, decisions)
+            extras = {name: term(step) for name, term in extra_losses.items()}
             total = loss + sum(extras.values())
             with torch.no_grad():
-                extras.update({name: term(model, images, labels, logits) for name, term in metrics.items()})
+                extras.update({name: term(step) for name, term in metrics.items()})
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

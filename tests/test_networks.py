@@ -4,12 +4,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-import dyninf.train as train_module
-from dyninf.dynamic import predict_with_decisions, spent_macs
+import dyninf.fitting as train_module
 from dyninf.data import synthetic_dataset
+from dyninf.dynamic import predict_with_decisions, spent_macs
+from dyninf.networks import (CALIBRATION_IMAGES, calibration_images, run_dir, train_aig, train_baseline,
+                             train_gaternet, train_stochastic_depth)
 from dyninf.profiles import get_profile
-from dyninf.trained import (CALIBRATION_IMAGES, calibration_images, run_dir, train_aig, train_baseline,
-                            train_gaternet, train_stochastic_depth)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_gaternet_runs_are_cached_under_their_l1_weight(course):
 
 def test_wider_width_matches_a_parameter_budget_and_trains_under_its_name(course):
     from dyninf.backbones import cifar_resnet
-    from dyninf.trained import train_wider, wider_width
+    from dyninf.networks import train_wider, wider_width
 
     def size(width):
         return sum(p.numel() for p in cifar_resnet(20, width=width).parameters())
@@ -83,7 +83,7 @@ def test_wider_width_matches_a_parameter_budget_and_trains_under_its_name(course
 
 
 def test_gaternet_from_scratch_on_a_bottleneck_backbone_as_in_the_paper_profile(course, monkeypatch):
-    from dyninf.trained import GATERNET_SCHEDULES
+    from dyninf.networks import GATERNET_SCHEDULES
 
     profile, data = course
     paper_like = dict(GATERNET_SCHEDULES["paper"], backbone_depth=11, gater_depth=8, bottleneck=16)
@@ -102,7 +102,7 @@ def test_gaternet_from_scratch_on_a_bottleneck_backbone_as_in_the_paper_profile(
 
 
 def test_trained_plain_resnets_lists_finished_plain_runs_only(course):
-    from dyninf.trained import trained_plain_resnets
+    from dyninf.networks import trained_plain_resnets
 
     profile, data = course
     assert trained_plain_resnets(profile) == {}
@@ -114,7 +114,7 @@ def test_trained_plain_resnets_lists_finished_plain_runs_only(course):
 
 
 def test_blockdrop_trains_a_curriculum_on_the_frozen_baseline_then_finetunes_jointly(course, monkeypatch):
-    from dyninf.trained import BLOCKDROP_SCHEDULES, train_blockdrop
+    from dyninf.networks import BLOCKDROP_SCHEDULES, train_blockdrop
 
     profile, data = course
     baseline, _ = train_baseline(profile, data, progress=False)
@@ -164,12 +164,12 @@ def test_a_bottleneck_baseline_has_its_own_run(course):
     profile, data = course
     net, _ = train_baseline(profile, data, depth=11, bottleneck=True, progress=False)
     assert net.depth == 11 and (run_dir(profile, "resnet11_bottleneck") / "history.json").exists()
-    from dyninf.trained import trained_plain_resnets
+    from dyninf.networks import trained_plain_resnets
     assert trained_plain_resnets(profile) == {}      # not mistaken for a basic-block ResNet
 
 
 def test_another_seed_trains_every_recipe_with_that_seed_in_its_own_runs(course):
-    from dyninf.train import CHECKPOINT
+    from dyninf.fitting import CHECKPOINT
 
     profile, data = course
     seeded = profile.with_seed(3)

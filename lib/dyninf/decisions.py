@@ -1,6 +1,8 @@
-"""The decider interface the backbone calls before each residual block."""
+"""The decision protocol: what the backbone asks before each residual block, and decisions given as
+a tensor. At the bottom of the library (it imports only torch): the backbone and every decider use it."""
 from __future__ import annotations
 
+import enum
 from typing import Callable, Union
 
 import torch
@@ -11,6 +13,30 @@ import torch
 # depth's batch mode: skipped mode then needs to read nothing back), or None when every image runs
 # it. Local gates (AIG) look at ``block_input``; global deciders (BlockDrop, a fixed tensor) ignore it.
 BlockDecider = Callable[[int, torch.Tensor], Union[torch.Tensor, float, None]]
+
+
+class DeciderKind(enum.Enum):
+    """How a dynamic network calls its decider and what the decider returns; each decider module
+    states its kind in a ``kind`` attribute."""
+    PER_BLOCK = "per block"            # decider(block_index, block_input) -> (batch,), before each block (AIG)
+    TRAINING_ONLY = "training only"    # per block while training; at test time every block runs (stochastic depth)
+    BLOCKS = "blocks"                  # decider(images) -> (batch, num_blocks), once, before the backbone (BlockDrop)
+    FILTERS = "filters"                # decider(images) -> (batch, num_filter_gates), once (GaterNet)
+
+    @property
+    def decides_once(self) -> bool:
+        """Global: called once with the images before the backbone runs, not before each block."""
+        return self in (DeciderKind.BLOCKS, DeciderKind.FILTERS)
+
+
+def decider_kind(decider: object) -> DeciderKind:
+    """``decider.kind``, or a clear error for a decider that does not state it."""
+    kind = getattr(decider, "kind", None)
+    if not isinstance(kind, DeciderKind):
+        raise TypeError(f"a dynamic network's decider states how it decides in a `kind` attribute, one of "
+                        f"{[k.name for k in DeciderKind]} (dyninf.decisions.DeciderKind); "
+                        f"{type(decider).__name__} has {kind!r}")
+    return kind
 
 
 class FixedDecisions:

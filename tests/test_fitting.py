@@ -5,12 +5,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import dyninf.train as train_module
+import dyninf.fitting as train_module
 from dyninf.backbones import cifar_resnet
 from dyninf.data import synthetic_dataset
 from dyninf.deciders import StochasticDepth
 from dyninf.dynamic import DynamicNetwork
-from dyninf.train import CHECKPOINT, HISTORY, TrainConfig, evaluate, fit, load_history, predict
+from dyninf.fitting import CHECKPOINT, HISTORY, TrainConfig, fit, load_history
+from dyninf.inference import evaluate, predict
 from test_devices import _dynamic_networks
 from test_skipping import SYNCING
 
@@ -101,8 +102,8 @@ def test_onecycle_schedule_warms_up_then_anneals(data):
 def test_extra_losses_are_added_and_logged(data):
     calls = []
 
-    def constant(model, images, labels, logits):
-        calls.append(len(labels))
+    def constant(step):
+        calls.append(len(step.labels))
         return torch.tensor(0.25)
 
     history = fit(_net(), data, TrainConfig(epochs=1, batch_size=60), progress=False, device="cpu",
@@ -129,7 +130,7 @@ def test_predict_slices_decisions_with_the_images(data):
 def test_a_deciders_parameters_get_their_own_learning_rate(data):
     from dyninf.deciders import AIGGates
     from dyninf.dynamic import DynamicNetwork
-    from dyninf.train import make_optimizer, make_scheduler
+    from dyninf.fitting import make_optimizer, make_scheduler
 
     backbone = cifar_resnet(8, width=8)
     net = DynamicNetwork(backbone, AIGGates(backbone))
@@ -165,8 +166,8 @@ def test_on_epoch_start_sees_every_epoch_once_also_after_resume(data, tmp_path, 
 
 
 def test_metrics_are_logged_but_not_trained_on_and_epoch_start_values_reach_the_history(data):
-    def mean_logit(model, images, labels, logits):
-        return logits.mean() * 1000        # would change the weights if it were trained on
+    def mean_logit(step):
+        return step.logits.mean() * 1000   # would change the weights if it were trained on
 
     config = TrainConfig(epochs=2, batch_size=60)
     with_metric, without = _net(), _net()
@@ -181,7 +182,7 @@ def test_metrics_are_logged_but_not_trained_on_and_epoch_start_values_reach_the_
 
 
 def test_adam_leaves_frozen_parameters_out_and_bad_optimizers_are_errors(data):
-    from dyninf.train import make_optimizer
+    from dyninf.fitting import make_optimizer
 
     net = _net()
     net.stem.requires_grad_(False)
@@ -293,7 +294,7 @@ def test_on_cuda_an_epochs_synchronisations_do_not_grow_with_its_steps(data, kin
         batches = train_module.Batches(data.train_images, data.train_labels, batch_size, train=True, device="cuda")
         optimizer = train_module.make_optimizer(net, CONFIG)
         scheduler = train_module.make_scheduler(optimizer, CONFIG, len(batches))
-        args = (optimizer, scheduler, train_module._plain_forward, {}, {}, torch.device("cuda"), False)
+        args = (optimizer, scheduler, {}, {}, torch.device("cuda"), False)
         train_module._train_one_epoch(net, batches, 0, *args)   # warm-up: kernels, caches
         torch.cuda.synchronize()
         with warnings.catch_warnings(record=True) as caught:

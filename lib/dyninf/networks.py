@@ -16,9 +16,9 @@ from dyninf.deciders import (AIGGates, BlockDropPolicy, Gater, StochasticDepth, 
                              calibrate_thresholds, check_penalty, check_target_rate, curriculum_step,
                              gate_sparsity_loss, policy_gradient_loss, target_rate_loss)
 from dyninf.dynamic import DynamicNetwork
+from dyninf.fitting import TrainConfig, TrainingStep, fit, load_history, seed_everything
 from dyninf.paths import runs_dir
 from dyninf.profiles import Profile
-from dyninf.train import TrainConfig, fit, load_history, seed_everything
 
 
 def run_dir(profile: Profile, name: str) -> Path:
@@ -137,8 +137,8 @@ def train_aig(profile: Profile, data: ImageDataset | None = None, target: float 
     seed_everything(profile.seed)
     net = DynamicNetwork(backbone, AIGGates(backbone), train_mode="masked", eval_mode="skipped")
 
-    def target_loss(model, images, labels, logits):
-        return schedule["loss_weight"] * target_rate_loss(model.last_decisions, target, model.decider.gated_blocks)
+    def target_loss(step: TrainingStep):
+        return schedule["loss_weight"] * target_rate_loss(step.decisions, target, net.decider.gated_blocks)
 
     name = f"resnet{profile.depth}_aig_t{target:g}"
     history = train_cached(profile, name, net, data, schedule["config"], progress,
@@ -193,8 +193,8 @@ def train_gaternet(profile: Profile, data: ImageDataset | None = None, sparsity_
                                bottleneck=schedule["bottleneck"])
     net = DynamicNetwork(backbone, gater, train_mode="masked", eval_mode="skipped")
 
-    def sparsity(model, images, labels, logits):
-        return sparsity_weight * gate_sparsity_loss(model.last_decisions)
+    def sparsity(step: TrainingStep):
+        return sparsity_weight * gate_sparsity_loss(step.decisions)
 
     kind = "_bottleneck" if isinstance(backbone.blocks[0], BottleneckBlock) else ""
     name = f"resnet{backbone.depth}{kind}_gaternet_l{sparsity_weight:g}"
@@ -264,20 +264,20 @@ def blockdrop_losses(penalty: float, entropy_weight: float) -> tuple[dict, dict]
     without gradients), and the logged reward and blocks used of the sampled policies."""
     check_penalty(penalty)
 
-    def reward(model, labels, logits, decisions):
-        return blockdrop_reward(logits.argmax(1) == labels, decisions.sum(1), model.num_blocks, penalty)
+    def reward(step: TrainingStep, logits: torch.Tensor, decisions: torch.Tensor) -> torch.Tensor:
+        return blockdrop_reward(logits.argmax(1) == step.labels, decisions.sum(1), step.model.num_blocks, penalty)
 
-    def policy_loss(model, images, labels, logits):
-        policy, sampled = model.decider, model.last_decisions
+    def policy_loss(step: TrainingStep):
+        model, sampled = step.model, step.decisions
+        policy = model.decider   # its distribution is the one the sampled decisions were drawn from
         greedy = policy.greedy()
         with torch.no_grad():
-            greedy_logits = model.backbone(images, decisions=greedy, mode=model.train_mode)
-        return policy_gradient_loss(policy.log_probability(sampled), reward(model, labels, logits, sampled),
-                                    reward(model, labels, greedy_logits, greedy),
-                                    policy.entropy(), entropy_weight)
+            greedy_logits = model.backbone(step.images, decisions=greedy, mode=model.train_mode)
+        return policy_gradient_loss(policy.log_probability(sampled), reward(step, step.logits, sampled),
+                                    reward(step, greedy_logits, greedy), policy.entropy(), entropy_weight)
 
-    metrics = {"reward": lambda model, images, labels, logits: reward(model, labels, logits, model.last_decisions).mean(),
-               "blocks": lambda model, images, labels, logits: model.last_decisions.sum(1).mean()}
+    metrics = {"reward": lambda step: reward(step, step.logits, step.decisions).mean(),
+               "blocks": lambda step: step.decisions.sum(1).mean()}
     return {"policy_loss": policy_loss}, metrics
 
 
