@@ -22,10 +22,13 @@ $(STAMP): requirements.txt pyproject.toml
 # browser tests, on $(JOBS) pytest workers with their share of the CPU threads each (a worker that
 # is done takes tests from the other, so the slow ones, which run first, end together). The quick
 # networks the notebooks load are trained first, $(JOBS) at a time. (Running the other tests beside
-# those trainings saves nothing on 2 cores: the trainings keep both busy.)
+# those trainings saves nothing on 2 cores: the trainings keep both busy.) The browser test runs
+# alone afterwards: beside the other worker, in a fresh clone, its kernel twice ran no cell within
+# its 4 minutes (alone it takes 30 s).
 test: install
 	$(PY) -m dyninf.trainings --profile quick --train --jobs $(JOBS)
-	$(PY) -m pytest -n $(JOBS) --dist worksteal
+	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not browser"
+	$(PY) -m pytest -m browser
 
 # Library tests only (seconds).
 unit: install

@@ -68,6 +68,7 @@ def jupyterlab(tmp_path):
         log.close()
 
 
+@pytest.mark.browser
 def test_notebook_00_runs_in_jupyterlab_in_chromium_with_no_error_and_its_figures_shown(jupyterlab, tmp_path):
     assert CHROMIUM, "no Chromium found: install Debian's chromium or set CHROMIUM"
     url, token = jupyterlab

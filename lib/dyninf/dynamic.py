@@ -23,8 +23,9 @@ class DynamicNetwork(nn.Module):
     ``"skipped"``); ``forward(images, mode=...)`` overrides it for one call. With
     ``return_decisions=True`` it also returns the decisions it took, with their gradient, for losses
     on them (AIG's target rate, GaterNet's sparsity; the training loop hands them to its hooks):
-    (batch, num_blocks), or (batch, num_filter_gates) for a decider of kind ``FILTERS``. The decider's ``kind`` (``dyninf.decisions.DeciderKind``) says how
-    it is called: before each block, or once with the images (BlockDrop's policy, GaterNet's gater).
+    (batch, num_blocks), or (batch, num_filter_gates) for a decider of kind ``FILTERS``. The
+    decider's ``kind`` (``dyninf.decisions.DeciderKind``) says how it is called: before each block,
+    or once with the images (BlockDrop's policy, GaterNet's gater).
 
     ``freeze_backbone()`` stops the backbone's training (no gradients, BatchNorm statistics kept,
     also in train mode) while the decider learns; ``freeze_backbone(False)`` undoes it.
@@ -116,9 +117,9 @@ def mode_agreement(net: nn.Module, images: torch.Tensor, *, decisions: torch.Ten
     masked, masked_taken = predict_with_decisions(net, images, device=device, batch_size=batch_size,
                                                   mode="masked", **given)
     if not torch.equal(masked_taken, taken):   # a local gate tipped: rerun masked with skipped's decisions
-        backbone = getattr(net, "backbone", net)
-        decides_filters = isinstance(net, DynamicNetwork) and net.kind is DeciderKind.FILTERS
-        same = {"filter_gates" if decides_filters else "decisions": taken}
+        dynamic = isinstance(net, DynamicNetwork)
+        backbone = net.backbone if dynamic else net
+        same = {"filter_gates" if dynamic and net.kind is DeciderKind.FILTERS else "decisions": taken}
         masked = predict(backbone, images, device=device, batch_size=batch_size, mode="masked", **same)
     difference = (masked - skipped).abs().max().item()
     dtype = inference_dtype(device)
