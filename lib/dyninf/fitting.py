@@ -37,7 +37,6 @@ CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 
 
-
 @dataclass(frozen=True)
 class TrainingStep:
     """What an extra loss or a logged metric sees of one training step."""
