@@ -1,4 +1,5 @@
 """The environment the tests run in is the pinned one (a moved dependency fails here first)."""
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,20 @@ def test_installed_version_is_the_pinned_one(name, pinned, found):
 def test_environment_yml_installs_the_same_pins():
     environment = (REQUIREMENTS.parent / "environment.yml").read_text()
     assert "-r requirements.txt" in environment and "python=3.11" in environment
+
+
+def _install_commands(tmp_path, *variables: str) -> subprocess.CompletedProcess:
+    """What `make install` would run for a fresh venv in ``tmp_path`` (make -n: printed, not run)."""
+    return subprocess.run(["make", "--no-print-directory", "-n", "-B", "install", f"VENV={tmp_path / 'venv'}",
+                           *variables], cwd=REQUIREMENTS.parent, capture_output=True, text=True, timeout=60)
+
+
+def test_make_install_installs_the_pins_with_uv_and_with_pip_on_request(tmp_path):
+    uv = _install_commands(tmp_path)
+    assert uv.returncode == 0, uv.stderr
+    assert "uv pip install" in uv.stdout and "--compile-bytecode -r requirements.txt" in uv.stdout
+    pip = _install_commands(tmp_path, "INSTALLER=pip")
+    assert pip.returncode == 0, pip.stderr
+    assert "-m pip install -r requirements.txt" in pip.stdout and "uv" not in pip.stdout
+    other = _install_commands(tmp_path, "INSTALLER=conda")
+    assert other.returncode != 0 and "INSTALLER must be uv or pip, got 'conda'" in other.stderr

@@ -49,6 +49,33 @@ def test_compare_modes_reports_how_far_masked_and_skipped_outputs_differ():
     assert set(timed) == {"plain", "masked", "skipped", "max |masked - skipped|"}
 
 
+def test_the_ideal_speedup_is_the_plain_macs_over_what_the_images_spend_by_hand():
+    from dyninf.cost import network_cost
+    from dyninf.deciders import BlockDropPolicy, StochasticDepth
+    from dyninf.dynamic import DynamicNetwork
+    from dyninf.latency import ideal_speedup
+
+    plain = cifar_resnet(8)   # a stem, 3 blocks and a head
+    cost = network_cost(plain)
+    always = cost.stem_macs + cost.head_macs
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    # fixed decisions: each block runs for 2 of the 3 images
+    decisions = torch.tensor([[1.0, 0, 1], [0, 1, 1], [1, 1, 0]])
+    assert ideal_speedup(plain, plain, images, decisions) == pytest.approx(
+        cost.total_macs / (always + 2 / 3 * sum(cost.block_macs)))
+    # stochastic depth runs every block at test time and nothing decides: no speed-up
+    assert ideal_speedup(plain, DynamicNetwork(cifar_resnet(8), StochasticDepth(3)), images) == pytest.approx(1.0)
+    # a policy that keeps blocks 0 and 2 of every image: those blocks, and the policy's own MACs
+    policy = BlockDropPolicy(3, depth=8, width=4)
+    with torch.no_grad():
+        policy.extractor.head[-1].weight.zero_()
+        policy.extractor.head[-1].bias.copy_(torch.tensor([5.0, -5.0, 5.0]))
+    spent = always + cost.block_macs[0] + cost.block_macs[2] + policy.macs_and_params()[0]
+    assert ideal_speedup(plain, DynamicNetwork(cifar_resnet(8), policy), images) == pytest.approx(cost.total_macs / spent)
+    with pytest.raises(TypeError, match="needs a DynamicNetwork, which decides for itself, or fixed decisions"):
+        ideal_speedup(plain, plain, images)
+
+
 def test_speedup_table_rows_and_ratios():
     from dyninf.dynamic import DynamicNetwork
     from dyninf.deciders import StochasticDepth
@@ -57,17 +84,15 @@ def test_speedup_table_rows_and_ratios():
     plain = cifar_resnet(8)
     net = DynamicNetwork(cifar_resnet(8), StochasticDepth(3, 0.5)).eval()
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    asked = []   # batch 1 cycles through all 6 images; batch 4 takes the first 4
-    table = speedup_table(plain, net, images, [1, 4], lambda batch: asked.append(len(batch)) or 2.0,
-                          "SD", min_run_time=0.01)
-    assert asked == [6, 4] and list(table["mode"]) == ["SD masked", "SD skipped"] * 2
-    assert (table["ideal speed-up"] == 2.0).all()
+    table = speedup_table(plain, net, images, [1, 4], "SD", min_run_time=0.01)
+    assert list(table["batch"]) == [1, 1, 4, 4] and list(table["mode"]) == ["SD masked", "SD skipped"] * 2
+    assert table["ideal speed-up"].tolist() == pytest.approx([1.0] * 4)   # every block runs at test time
     assert ((table["speed-up"] - table["plain ms"] / table["ms per batch"]).abs() < 1e-9).all()
-    assert ((table["realized / ideal"] - table["speed-up"] / 2.0).abs() < 1e-9).all()
+    assert ((table["realized / ideal"] - table["speed-up"] / table["ideal speed-up"]).abs() < 1e-9).all()
 
 
 def test_speedup_table_passes_fixed_decisions_with_their_images():
-    from dyninf.latency import speedup_table
+    from dyninf.latency import ideal_speedup, speedup_table
 
     class Recorder(torch.nn.Module):
         def __init__(self):
@@ -81,9 +106,10 @@ def test_speedup_table_passes_fixed_decisions_with_their_images():
     net = Recorder()
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     decisions = torch.tensor([[1.0, 0, 1], [0, 1, 1], [1, 1, 0]])
-    table = speedup_table(net.backbone, net, images, [1, 3], lambda batch: 1.5, "fixed", min_run_time=0.01,
-                          decisions=decisions)
+    table = speedup_table(net.backbone, net, images, [1, 3], "fixed", min_run_time=0.01, decisions=decisions)
     assert list(table["mode"]) == ["fixed masked", "fixed skipped"] * 2
+    # the ideal from the decisions of the images timed: at batch 1 the 3 images one by one, at 3 all of them
+    assert table["ideal speed-up"].tolist() == pytest.approx([ideal_speedup(net.backbone, net, images, decisions)] * 4)
     one_by_one = {tuple(d[0]) for n, d in net.seen if n == 1}   # each image with its own row
     assert one_by_one == {tuple(row) for row in decisions.tolist()}
     assert all(d == decisions.tolist() for n, d in net.seen if n == 3)

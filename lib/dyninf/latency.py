@@ -16,6 +16,8 @@ from torch import nn
 from torch.utils import benchmark
 
 from dyninf.batches import model_inputs
+from dyninf.cost import network_cost
+from dyninf.dynamic import DynamicNetwork, predict_with_decisions, spent_macs
 from dyninf.report import device_name
 
 BATCH_ONE_IMAGES = 16   # batch 1 cycles through this many images (and their decisions)
@@ -94,16 +96,32 @@ def compare_modes(plain: Callable, run: Callable, inputs: Sequence[tuple],
     return {**seconds, "max |masked - skipped|": (masked - skipped).abs().max().item()}
 
 
+def ideal_speedup(plain: nn.Module, net: nn.Module, images: torch.Tensor,
+                  decisions: torch.Tensor | None = None, device: torch.device | str = "cpu") -> float:
+    """The speed-up over ``plain`` that MACs promise for ``images``: the plain network's MACs over
+    the mean MACs the images spend, either with the fixed (N, num_blocks) ``decisions`` (``net`` is
+    then a backbone shaped like ``plain``) or with those the dynamic ``net`` takes for them, its
+    decider's own MACs included."""
+    plain_cost = network_cost(plain)
+    if decisions is not None:
+        spent = plain_cost.spent_macs(decisions)
+    elif isinstance(net, DynamicNetwork):
+        spent = spent_macs(net, predict_with_decisions(net, images, device=device)[1])
+    else:
+        raise TypeError(f"the ideal speed-up needs a DynamicNetwork, which decides for itself, or fixed "
+                        f"decisions for a backbone; got a {type(net).__name__} without decisions")
+    return plain_cost.total_macs / spent.mean().item()
+
+
 def speedup_table(plain: nn.Module, net: nn.Module, images: torch.Tensor, batch_sizes: Iterable[int],
-                  ideal_speedup: Callable[[torch.Tensor], float], label: str,
-                  device: torch.device | str = "cpu", min_run_time: float = 0.5,
+                  label: str, device: torch.device | str = "cpu", min_run_time: float = 0.5,
                   decisions: torch.Tensor | None = None) -> pd.DataFrame:
     """Time per batch of a dynamic ``net`` in masked and in skipped mode against the ``plain``
     network, at each batch size, on the first of ``images`` (uint8 test images: a decider decides
-    on what it sees, so random inputs would mislead; batch 1 cycles through several). The
-    ``ideal_speedup(timed_images)`` is the MACs ratio for the images timed; the table adds the
-    measured speed-up and realized / ideal. ``decisions``: fixed (N, num_blocks) block decisions
-    for ``images``, passed to ``net`` (then a backbone) with them, instead of a decider's."""
+    on what it sees, so random inputs would mislead; batch 1 cycles through several), beside the
+    ``ideal_speedup`` of the images timed: the measured speed-up and realized / ideal.
+    ``decisions``: fixed (N, num_blocks) block decisions for ``images``, passed to ``net`` (then a
+    backbone) with them, instead of a decider's."""
     plain, net = plain.to(device).eval(), net.to(device).eval()
 
     def inputs_for(part: slice) -> tuple:
@@ -116,7 +134,9 @@ def speedup_table(plain: nn.Module, net: nn.Module, images: torch.Tensor, batch_
     rows = []
     for batch_size in batch_sizes:
         slices = timing_slices(len(images), batch_size)
-        ideal = ideal_speedup(images[:slices[-1].stop])
+        timed_images = slice(0, slices[-1].stop)
+        ideal = ideal_speedup(plain, net, images[timed_images],
+                              None if decisions is None else decisions[timed_images], device)
         timed = compare_modes(plain, run, [inputs_for(part) for part in slices], min_run_time)
         for mode in ("masked", "skipped"):
             speedup = timed["plain"] / timed[mode]

@@ -48,6 +48,10 @@ class StochasticDepth(nn.Module):
     def expected_fraction_dropped(self) -> float:
         return float(1 - self.survival.mean())
 
+    def macs_and_params(self) -> tuple[int, int]:
+        """Nothing decides at test time (every block runs) and nothing is learned: (0, 0)."""
+        return 0, 0
+
     def forward(self, block_index: int, block_input: torch.Tensor) -> torch.Tensor | float | None:
         if not self.training:
             return None
