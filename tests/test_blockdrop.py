@@ -9,7 +9,7 @@ from dyninf.backbones import cifar_resnet
 from dyninf.deciders import (BlockDropPolicy, blockdrop_reward, bounded_probabilities, curriculum_step,
                              policy_gradient_loss)
 from dyninf.dynamic import DynamicNetwork
-from dyninf.fitting import TrainingStep
+from dyninf.fitting import TrainingStep, training_forward
 from dyninf.networks import blockdrop_losses
 
 
@@ -45,9 +45,10 @@ def test_sampling_explores_at_the_bound_even_when_the_policy_is_sure():
     torch.manual_seed(0)
     policy = BlockDropPolicy(4, depth=8, width=4, alpha=0.8).train()
     torch.nn.init.constant_(policy.extractor.head[-1].bias, 30.0)      # s = 1 for every block
-    keep_rate = torch.cat([policy(torch.randn(64, 3, 32, 32)) for _ in range(8)]).mean().item()
+    keep_rate = torch.cat([policy(torch.randn(64, 3, 32, 32))[0] for _ in range(8)]).mean().item()
     assert keep_rate == pytest.approx(0.8, abs=0.03)
-    assert torch.equal(policy.eval()(torch.randn(5, 3, 32, 32)), torch.ones(5, 4))
+    decisions, probabilities = policy.eval()(torch.randn(5, 3, 32, 32))
+    assert torch.equal(decisions, torch.ones(5, 4)) and torch.allclose(probabilities, torch.ones(5, 4))
 
 
 def test_self_critical_advantage_has_the_expected_sign_on_a_constructed_case():
@@ -99,16 +100,33 @@ def test_the_curriculum_keeps_exactly_the_first_blocks_and_scores_only_the_decid
     torch.nn.init.constant_(policy.extractor.head[-1].bias, -30.0)     # s = 0: drop whatever is decided
     policy.decided_blocks = decided
     images = torch.randn(200, 3, 32, 32)
-    decisions = policy(images)
+    decisions, probabilities = policy(images)
+    assert torch.equal(probabilities, policy.probabilities(images))   # what the decisions were drawn from
     fixed = 9 - decided
     assert torch.equal(decisions[:, :fixed], torch.ones(200, fixed))
     assert decisions[:, fixed:].mean().item() == pytest.approx(0.2, abs=0.05)   # the bound 1 - alpha
-    greedy = policy.greedy()
+    greedy = policy.greedy(probabilities)
     assert torch.equal(greedy, torch.cat([torch.ones(200, fixed), torch.zeros(200, decided)], 1))
     # log pi(u) sums the decided blocks' Bernoulli log-probabilities under s' only
-    bounded = bounded_probabilities(policy.last_probabilities, policy.alpha)[:, fixed:]
+    bounded = bounded_probabilities(probabilities, policy.alpha)[:, fixed:]
     by_hand = torch.where(decisions[:, fixed:] == 1, bounded.log(), (1 - bounded).log()).sum(1)
-    assert torch.allclose(policy.log_probability(decisions), by_hand, atol=1e-5)
+    assert torch.allclose(policy.log_probability(probabilities, decisions), by_hand, atol=1e-5)
+
+
+def test_a_training_step_gets_the_probabilities_its_decisions_were_drawn_from_with_their_gradient():
+    torch.manual_seed(0)
+    backbone = cifar_resnet(8)
+    policy = BlockDropPolicy.for_backbone(backbone, depth=8, width=4)
+    net = DynamicNetwork(backbone, policy, train_mode="skipped").train()
+    images = torch.randn(6, 3, 32, 32)
+    torch.manual_seed(5)
+    logits, decisions, probabilities = training_forward(net, images)
+    assert logits.shape == (6, 10) and decisions.shape == probabilities.shape == (6, 3)
+    assert probabilities.requires_grad and not decisions.requires_grad   # the gradient goes through log pi
+    torch.testing.assert_close(probabilities, policy.probabilities(images))
+    torch.manual_seed(5)   # the same draw again, from these probabilities
+    assert torch.equal(decisions, policy.distribution(probabilities).sample())
+    assert training_forward(backbone, images)[1:] == (None, None)   # a plain network has neither
 
 
 def test_thresholded_policies_are_deterministic_and_masked_equals_skipped():
@@ -158,10 +176,9 @@ class _TwoOfThreeNetwork:
     3-block network that predicts class 0 when at least two blocks run, else class 1."""
     num_blocks, train_mode = 3, "skipped"
 
-    def __init__(self, probabilities, sampled, decided):
+    def __init__(self, decided):
         self.decider = BlockDropPolicy(3, depth=8, width=4)
         self.decider.decided_blocks = decided
-        self.decider.last_probabilities = torch.tensor([probabilities])
 
     @staticmethod
     def logits(decisions):
@@ -173,10 +190,11 @@ class _TwoOfThreeNetwork:
 
 
 def _hook_loss(probabilities, sampled, decided, penalty=1.0, entropy_weight=0.0):
-    net = _TwoOfThreeNetwork(probabilities, sampled, decided)
+    net = _TwoOfThreeNetwork(decided)
     losses, metrics = blockdrop_losses(penalty, entropy_weight)
     decisions = torch.tensor([sampled])
-    step = TrainingStep(net, torch.zeros(1, 3, 32, 32), torch.tensor([0]), net.logits(decisions), decisions)
+    step = TrainingStep(net, torch.zeros(1, 3, 32, 32), torch.tensor([0]), net.logits(decisions), decisions,
+                        probabilities=torch.tensor([probabilities]))
     return losses["policy_loss"](step).item(), {name: metric(step).item() for name, metric in metrics.items()}
 
 
@@ -207,13 +225,8 @@ def test_the_reward_counts_every_block_that_ran_and_the_policy_only_the_decided_
     assert with_bonus == pytest.approx(5 / 9 * log_pi - 0.1 * 2 * _entropy(0.26), rel=1e-5)
 
 
-def test_the_policy_before_any_forward_and_a_curriculum_beyond_the_network_are_clear_errors():
+def test_a_curriculum_beyond_the_network_is_a_clear_error():
     policy = BlockDropPolicy(9, depth=8, width=4)
-    with pytest.raises(RuntimeError, match="call it on images first"):
-        policy.greedy()
-    with pytest.raises(RuntimeError, match="call it on images first"):
-        policy.entropy()
-    assert torch.equal(policy.greedy(torch.tensor([[0.7] * 9])), torch.ones(1, 9))   # given probabilities
     for count in (10, -1, 2.5):
         with pytest.raises(ValueError, match="decided_blocks must be an integer from 0 to the network's 9"):
             policy.decided_blocks = count

@@ -83,11 +83,12 @@ def test_wider_width_matches_a_parameter_budget_and_trains_under_its_name(course
 
 
 def test_gaternet_from_scratch_on_a_bottleneck_backbone_as_in_the_paper_profile(course, monkeypatch):
-    from dyninf.networks import GATERNET_SCHEDULES
+    from dyninf.recipes import RECIPES
 
     profile, data = course
-    paper_like = dict(GATERNET_SCHEDULES["paper"], backbone_depth=11, gater_depth=8, bottleneck=16)
-    monkeypatch.setitem(GATERNET_SCHEDULES, "quick", paper_like)    # the course fixture's profile is "quick"
+    paper_like = replace(RECIPES["paper"].gaternet, backbone_depth=11, gater_depth=8, bottleneck=16)
+    # the course fixture's profile is "quick"
+    monkeypatch.setitem(RECIPES, "quick", replace(RECIPES["quick"], gaternet=paper_like))
     net, _ = train_gaternet(profile, data, sparsity_weight=1.0, progress=False)
     assert net.backbone.depth == 11 and net.decider.num_gates == net.backbone.num_filter_gates == 2 * (16 + 32 + 64)
     assert (run_dir(profile, "resnet11_bottleneck_gaternet_l1") / "history.json").exists()
@@ -114,14 +115,15 @@ def test_trained_plain_resnets_lists_finished_plain_runs_only(course):
 
 
 def test_blockdrop_trains_a_curriculum_on_the_frozen_baseline_then_finetunes_jointly(course, monkeypatch):
-    from dyninf.networks import BLOCKDROP_SCHEDULES, train_blockdrop
+    from dyninf.networks import train_blockdrop
+    from dyninf.recipes import RECIPES
 
     profile, data = course
     baseline, _ = train_baseline(profile, data, progress=False)
-    short = dict(BLOCKDROP_SCHEDULES["quick"], blocks_per_epoch=3,
-                 curriculum=replace(BLOCKDROP_SCHEDULES["quick"]["curriculum"], epochs=4),
-                 finetune=replace(BLOCKDROP_SCHEDULES["quick"]["finetune"], epochs=1))
-    monkeypatch.setitem(BLOCKDROP_SCHEDULES, "quick", short)
+    quick = RECIPES["quick"].blockdrop
+    short = replace(quick, blocks_per_epoch=3, curriculum=replace(quick.curriculum, epochs=4),
+                    finetune=replace(quick.finetune, epochs=1))
+    monkeypatch.setitem(RECIPES, "quick", replace(RECIPES["quick"], blockdrop=short))
     net, history = train_blockdrop(profile, data, penalty=2.0, progress=False)
     assert history.phase.tolist() == ["curriculum"] * 4 + ["finetune"]
     assert history.decided_blocks.tolist() == [3, 6, 9, 9, 9]               # 3 blocks per epoch

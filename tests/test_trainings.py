@@ -9,9 +9,9 @@ import pytest
 
 from dyninf.data import synthetic_dataset
 from dyninf.fitting import TrainConfig, load_history
-from dyninf.frontier import FRONTIER_DEPTHS
 from dyninf.networks import run_dir
 from dyninf.profiles import get_profile
+from dyninf.recipes import RECIPES
 from dyninf.trainings import (H100_STEP_SECONDS, Training, _train_in_parallel, course_trainings, estimate_table,
                               estimated_seconds, main, plain_label, readme_row, train_all)
 
@@ -44,7 +44,7 @@ def test_the_trainings_of_each_profile_follow_its_schedules():
     assert {"AIG, t = 0.5", "AIG, t = 0.7", "AIG, t = 0.9", "ResNet-Wider"} <= set(standard)
     assert [kind for kind, _ in standard["BlockDrop ResNet-32"].phases] == ["BlockDrop curriculum", "BlockDrop finetuning"]
     frontier = [label for label, t in standard.items() if t.notebook == "05"]
-    assert frontier == [f"plain ResNet-{d}" for d in FRONTIER_DEPTHS["standard"] if d != 32]
+    assert frontier == [f"plain ResNet-{d}" for d in RECIPES["standard"].frontier_depths if d != 32]
     quick = {t.label for t in course_trainings(get_profile("quick", device="cpu"))}
     assert "ResNet-Wider" not in quick and {"plain ResNet-8", "plain ResNet-14"} <= quick
     paper = {t.label: t for t in course_trainings(get_profile("paper", device="cpu"))}

@@ -20,7 +20,9 @@ class DeciderKind(enum.Enum):
     states its kind in a ``kind`` attribute."""
     PER_BLOCK = "per block"            # decider(block_index, block_input) -> (batch,), before each block (AIG)
     TRAINING_ONLY = "training only"    # per block while training; at test time every block runs (stochastic depth)
-    BLOCKS = "blocks"                  # decider(images) -> (batch, num_blocks), once, before the backbone (BlockDrop)
+    # decider(images) -> (decisions, keep-probabilities), both (batch, num_blocks), once, before the
+    # backbone (BlockDrop's policy: the decisions are drawn from the probabilities, which its loss needs)
+    BLOCKS = "blocks"
     FILTERS = "filters"                # decider(images) -> (batch, num_filter_gates), once (GaterNet)
 
     @property

@@ -62,16 +62,25 @@ class DynamicNetwork(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor, mode: str | None = None, return_decisions: bool = False):
+        logits, decisions, _ = self.forward_with_probabilities(images, mode)
+        return (logits, decisions) if return_decisions else logits
+
+    def forward_with_probabilities(self, images: torch.Tensor, mode: str | None = None) -> tuple:
+        """(logits, decisions, probabilities): the pass and what a training step's losses need,
+        the decisions with their gradient and, for a policy that draws its decisions from
+        keep-probabilities (kind ``BLOCKS``: BlockDrop), those probabilities with their gradient
+        (None for the other kinds)."""
         mode = mode or (self.train_mode if self.training else self.eval_mode)
+        probabilities = None
         if self.kind is DeciderKind.FILTERS:   # a global gater (GaterNet)
             decisions = self.decider(images)
             logits = self.backbone(images, mode=mode, filter_gates=decisions)
         elif self.kind is DeciderKind.BLOCKS:   # a global policy (BlockDrop)
-            decisions = self.decider(images)
+            decisions, probabilities = self.decider(images)
             logits = self.backbone(images, decisions=decisions, mode=mode)
         else:
             logits, decisions = self.backbone(images, decisions=self.decider, mode=mode, return_decisions=True)
-        return (logits, decisions) if return_decisions else logits
+        return logits, decisions, probabilities
 
 
 def spent_macs(net: DynamicNetwork, decisions: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,9 @@ class TrainingStep:
     # a DynamicNetwork's decisions in this forward pass, with their gradient (block decisions, or
     # filter gates for a decider of kind FILTERS); None for a network without a decider
     decisions: torch.Tensor | None
+    # the keep-probabilities a policy drew its decisions from (kind BLOCKS: BlockDrop), with their
+    # gradient; None for other networks
+    probabilities: torch.Tensor | None = None
 
 
 # extra loss or logged metric: step -> scalar; epoch start: (model, epoch) -> values to log, or None
@@ -206,11 +209,12 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
     return pd.DataFrame(history)
 
 
-def training_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The logits, and a dynamic network's decisions in this pass (for the hooks; None otherwise)."""
+def training_forward(model: nn.Module, images: torch.Tensor) -> tuple:
+    """The logits, and a dynamic network's decisions and its policy's keep-probabilities in this
+    pass, for the hooks (None where the network has none)."""
     if isinstance(model, DynamicNetwork):
-        return model(images, return_decisions=True)
-    return model(images), None
+        return model.forward_with_probabilities(images)
+    return model(images), None, None
 
 
 def _train_one_epoch(model, batches, epoch, optimizer, scheduler, extra_losses, metrics,
@@ -228,9 +232,9 @@ def _train_one_epoch(model, batches, epoch, optimizer, scheduler, extra_losses, 
                disable=not progress, unit="batch")
     for images, labels in bar:
         with autocast(device):
-            logits, decisions = training_forward(model, images)
+            logits, decisions, probabilities = training_forward(model, images)
             loss = F.cross_entropy(logits, labels)
-            step = TrainingStep(model, images, labels, logits, decisions)
+            step = TrainingStep(model, images, labels, logits, decisions, probabilities)
             extras = {name: term(step) for name, term in extra_losses.items()}
             total = loss + sum(extras.values())
             with torch.no_grad():

@@ -15,14 +15,13 @@ from dyninf.data import ImageDataset
 from dyninf.decisions import DeciderKind
 from dyninf.dynamic import DynamicNetwork, predict_with_decisions, spent_macs
 from dyninf.inference import predict
-from dyninf.networks import (AIG_SCHEDULES, GATERNET_SCHEDULES, finished_runs, train_aig, train_baseline, train_blockdrop,
-                             train_gaternet, train_stochastic_depth, trained_plain_resnets)
+from dyninf.networks import (finished_runs, train_aig, train_baseline, train_blockdrop, train_gaternet,
+                             train_stochastic_depth, trained_plain_resnets)
 from dyninf.profiles import Profile
+from dyninf.recipes import recipes_of
 from dyninf.uncertainty import SIGNIFICANT, binomial_standard_error, compare_accuracies
 
 METHODS = ("plain", "SD", "AIG", "GaterNet", "BlockDrop")
-# the plain ResNets of each profile that the static frontier is drawn through (notebook 05)
-FRONTIER_DEPTHS = {"quick": (8, 14, 20), "standard": (20, 32, 44), "paper": (56, 110)}
 COLUMNS = ["method", "network", "mean MACs (M)", "accuracy (%)", "standard error (points)",
            "training epochs", "control"]
 MACS, ACCURACY = "mean MACs (M)", "accuracy (%)"
@@ -72,24 +71,24 @@ def trained_networks(profile: Profile, data: ImageDataset, methods=METHODS) -> l
         for depth in trained_plain_resnets(profile):
             add("plain", f"plain ResNet-{depth}", train_baseline(profile, data, depth, progress=False))
     if "SD" in methods:
-        for match in finished_runs(profile, rf"resnet{profile.depth}_sd_pL([\d.]+)"):
-            add("SD", f"SD ResNet-{profile.depth}, p_L = {match[1]}",
-                train_stochastic_depth(profile, data, float(match[1]), progress=False))
+        for run in finished_runs(profile, "SD"):
+            if run.depth == profile.depth:
+                add("SD", f"SD ResNet-{run.depth}, p_L = {run.value:g}",
+                    train_stochastic_depth(profile, data, run.value, progress=False))
     if "AIG" in methods:
-        for match in finished_runs(profile, rf"resnet{profile.depth}_aig_t([\d.]+)"):
-            target = float(match[1])
-            found.append(aig_network(profile, target, train_aig(profile, data, target, progress=False)))
+        for run in finished_runs(profile, "AIG"):
+            if run.depth == profile.depth:
+                found.append(aig_network(profile, run.value, train_aig(profile, data, run.value, progress=False)))
     if "GaterNet" in methods:
-        from_scratch = not GATERNET_SCHEDULES[profile.recipes]["finetune"]
-        for match in finished_runs(profile, r"resnet(\d+)(_bottleneck)?_gaternet_l([\d.]+)"):
-            backbone = (int(match[1]), bool(match[2])) if from_scratch else None
-            weight = float(match[3])
-            trained = train_gaternet(profile, data, weight, progress=False, scratch_backbone=backbone)
-            found.append(gaternet_network(profile, weight, trained, backbone[0] if backbone else None))
+        from_scratch = not recipes_of(profile).gaternet.finetune
+        for run in finished_runs(profile, "GaterNet"):
+            backbone = (run.depth, run.bottleneck) if from_scratch else None
+            trained = train_gaternet(profile, data, run.value, progress=False, scratch_backbone=backbone)
+            found.append(gaternet_network(profile, run.value, trained, backbone[0] if backbone else None))
     if "BlockDrop" in methods:
-        for match in finished_runs(profile, r"resnet(\d+)_blockdrop_g([\d.]+)"):
-            add("BlockDrop", f"BlockDrop ResNet-{match[1]}, γ = {match[2]}",
-                train_blockdrop(profile, data, float(match[2]), progress=False, depth=int(match[1])), pretrained)
+        for run in finished_runs(profile, "BlockDrop"):
+            add("BlockDrop", f"BlockDrop ResNet-{run.depth}, γ = {run.value:g}",
+                train_blockdrop(profile, data, run.value, progress=False, depth=run.depth), pretrained)
     return found
 
 
@@ -97,7 +96,7 @@ def aig_network(profile: Profile, target: float, trained: tuple[nn.Module, pd.Da
     """An AIG network for target rate ``target`` as ``train_aig`` returned it, named and counted as
     the course shows it (its epochs include the baseline's where the profile finetunes)."""
     net, history = trained
-    start = profile.train.epochs if AIG_SCHEDULES[profile.recipes]["finetune"] else 0
+    start = profile.train.epochs if recipes_of(profile).aig.finetune else 0
     return TrainedNetwork("AIG", f"AIG, t = {target:g}", net.eval(), start + len(history))
 
 
@@ -106,7 +105,7 @@ def gaternet_network(profile: Profile, weight: float, trained: tuple[nn.Module, 
     """A GaterNet with L1 weight ``weight`` as ``train_gaternet`` returned it; λ = 0 is the control.
     ``backbone_depth`` names the backbone of a from-scratch run (the paper's grid)."""
     net, history = trained
-    start = profile.train.epochs if GATERNET_SCHEDULES[profile.recipes]["finetune"] else 0
+    start = profile.train.epochs if recipes_of(profile).gaternet.finetune else 0
     name = f"GaterNet ResNet-{backbone_depth}, λ = {weight:g}" if backbone_depth else f"GaterNet, λ = {weight:g}"
     control = weight == 0
     return TrainedNetwork("GaterNet", name + (" (control: no L1 term)" if control else ""), net.eval(),

@@ -30,12 +30,11 @@ from dyninf.cost import network_cost
 from dyninf.data import ImageDataset, dataset_spec
 from dyninf.deciders import Gater
 from dyninf.fitting import TrainConfig
-from dyninf.frontier import FRONTIER_DEPTHS
-from dyninf.networks import (AIG_SCHEDULES, BLOCKDROP_SCHEDULES, GATERNET_SCHEDULES, stochastic_depth_recipe,
-                             train_aig, train_baseline, train_blockdrop, train_gaternet,
-                             train_stochastic_depth, train_wider)
+from dyninf.networks import (train_aig, train_baseline, train_blockdrop, train_gaternet, train_stochastic_depth,
+                             train_wider)
 from dyninf.paths import runs_dir
 from dyninf.profiles import PROFILES, Profile, get_profile
+from dyninf.recipes import recipes_of, stochastic_depth_recipe
 from dyninf.report import device_name
 
 # Seconds per training step on one H100 (PyTorch 2.11, bf16, channels-last), ResNet-32 on all of
@@ -70,11 +69,10 @@ def plain_label(depth: int) -> str:
 def course_trainings(profile: Profile) -> list[Training]:
     """What notebooks 00-05 train in ``profile``, in the order they first train it (the profile's
     data set only: notebook 03's paper grid adds CIFAR-100 runs that are not listed)."""
-    depth = profile.depth
-    aig, gaternet, blockdrop = (schedules[profile.recipes] for schedules in
-                                (AIG_SCHEDULES, GATERNET_SCHEDULES, BLOCKDROP_SCHEDULES))
-    gated_depth = depth if gaternet["finetune"] else gaternet["backbone_depth"]
-    aig_start, gaternet_start = (depth if schedule["finetune"] else None for schedule in (aig, gaternet))
+    depth, recipes = profile.depth, recipes_of(profile)
+    aig, gaternet, blockdrop = recipes.aig, recipes.gaternet, recipes.blockdrop
+    gated_depth = depth if gaternet.finetune else gaternet.backbone_depth or depth
+    aig_start, gaternet_start = (depth if recipe.finetune else None for recipe in (aig, gaternet))
     recipe = profile.train_config   # a schedule as the profile trains it (cut in a dry run)
 
     def plain(notebook, plain_depth, label=None, train=None):
@@ -85,24 +83,24 @@ def course_trainings(profile: Profile) -> list[Training]:
         plain("00", depth),
         Training("01", f"stochastic depth ResNet-{depth}", depth, (("SD", recipe(stochastic_depth_recipe(profile))),),
                  partial(_stochastic_depth, profile)),
-        *(Training("02", f"AIG, t = {target:g}", depth, (("AIG", recipe(aig["config"])),),
-                   partial(_aig, profile, target), aig_start) for target in aig["targets"]),
+        *(Training("02", f"AIG, t = {target:g}", depth, (("AIG", recipe(aig.config)),),
+                   partial(_aig, profile, target), aig_start) for target in aig.targets),
         *(Training("03", f"GaterNet, L1 weight {weight:g}", gated_depth,
-                   (("GaterNet", recipe(gaternet["config"])),), partial(_gaternet, profile, weight),
+                   (("GaterNet", recipe(gaternet.config)),), partial(_gaternet, profile, weight),
                    gaternet_start)
-          for weight in gaternet["sparsity_weights"]),
+          for weight in gaternet.sparsity_weights),
     ]
     if profile.recipes != "quick":   # notebook 03: GaterNet's control, a plain ResNet as large
         trainings.append(plain("03", depth, "ResNet-Wider", partial(_wider, profile)))
-    for blockdrop_depth in (depth, *blockdrop.get("extra_depths", ())):
+    for blockdrop_depth in (depth, *blockdrop.extra_depths):
         if blockdrop_depth != depth:
             trainings.append(plain("04", blockdrop_depth))
         trainings.append(Training("04", f"BlockDrop ResNet-{blockdrop_depth}", blockdrop_depth,
-                                  (("BlockDrop curriculum", recipe(blockdrop["curriculum"])),
-                                   ("BlockDrop finetuning", recipe(blockdrop["finetune"]))),
+                                  (("BlockDrop curriculum", recipe(blockdrop.curriculum)),
+                                   ("BlockDrop finetuning", recipe(blockdrop.finetune))),
                                   partial(_blockdrop, profile, blockdrop_depth), blockdrop_depth))
     labels = {t.label for t in trainings}
-    return trainings + [plain("05", d) for d in FRONTIER_DEPTHS[profile.recipes] if plain_label(d) not in labels]
+    return trainings + [plain("05", d) for d in recipes.frontier_depths if plain_label(d) not in labels]
 
 
 def _baseline(profile, depth, data):
@@ -118,8 +116,8 @@ def _aig(profile, target, data):
 
 
 def _gaternet(profile, weight, data):
-    schedule = GATERNET_SCHEDULES[profile.recipes]
-    scratch = None if schedule["finetune"] else (schedule["backbone_depth"], schedule["backbone_bottleneck"])
+    recipe = recipes_of(profile).gaternet
+    scratch = None if recipe.finetune else (recipe.backbone_depth or profile.depth, recipe.backbone_bottleneck)
     return train_gaternet(profile, data, weight, progress=False, scratch_backbone=scratch)
 
 
@@ -129,10 +127,10 @@ def _wider(profile, data):
 
 def wider_parameters(profile: Profile, classes: int = 10) -> int:
     """Notebook 03's budget for ResNet-Wider: the plain backbone's parameters and the gater's."""
-    schedule = GATERNET_SCHEDULES[profile.recipes]
+    recipe = recipes_of(profile).gaternet
     backbone = cifar_resnet(profile.depth, classes)
-    gater = Gater.for_backbone(backbone, depth=schedule["gater_depth"], width=schedule["gater_width"],
-                               bottleneck=schedule["bottleneck"])
+    gater = Gater.for_backbone(backbone, depth=recipe.gater_depth, width=recipe.gater_width,
+                               bottleneck=recipe.bottleneck)
     return network_cost(backbone).total_params + gater.macs_and_params()[1]
 
 

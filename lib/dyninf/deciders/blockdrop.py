@@ -68,12 +68,13 @@ def curriculum_step(epoch: int, num_blocks: int, blocks_per_epoch: int = 1) -> i
 
 
 class BlockDropPolicy(nn.Module):
-    """Images (batch, 3, H, W) -> block decisions (batch, K): sampled while training, thresholded
-    at 0.5 in eval mode. Only the last ``decided_blocks`` are the policy's (the curriculum); the
-    others are 1. The probabilities of the latest call stay in ``last_probabilities`` for the loss.
+    """Images (batch, 3, H, W) -> block decisions (batch, K) and the keep-probabilities s (batch, K)
+    they come from: sampled while training, thresholded at 0.5 in eval mode. Only the last
+    ``decided_blocks`` are the policy's (the curriculum); the others are 1. The policy keeps no
+    state from a call: the loss gets the probabilities with the decisions (``TrainingStep``).
     """
 
-    kind = DeciderKind.BLOCKS   # DynamicNetwork passes its output as the backbone's block decisions
+    kind = DeciderKind.BLOCKS   # DynamicNetwork passes the decisions to the backbone, and both to the losses
 
     def __init__(self, num_blocks: int, depth: int = 8, width: int = 16, alpha: float = 0.8):
         super().__init__()
@@ -87,7 +88,6 @@ class BlockDropPolicy(nn.Module):
         # most often, so the first greedy policies are accurate and the baseline is informative.
         nn.init.normal_(self.extractor.head[-1].weight, std=0.01)
         nn.init.constant_(self.extractor.head[-1].bias, 1.0)
-        self.last_probabilities: torch.Tensor | None = None
 
     @property
     def decided_blocks(self) -> int:
@@ -101,12 +101,6 @@ class BlockDropPolicy(nn.Module):
                              f"blocks, got {count!r}")
         self._decided_blocks = count
 
-    def _latest_probabilities(self) -> torch.Tensor:
-        if self.last_probabilities is None:
-            raise RuntimeError("the policy has no probabilities yet: call it on images first "
-                               "(or pass probabilities to greedy())")
-        return self.last_probabilities
-
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """s: each block's keep-probability (batch, K)."""
         return torch.sigmoid(self.extractor(images).float())
@@ -119,32 +113,33 @@ class BlockDropPolicy(nn.Module):
             decisions[:, :fixed] = 1
         return decisions
 
-    def greedy(self, probabilities: torch.Tensor | None = None) -> torch.Tensor:
-        """Thresholded decisions u~ = 1(s >= 0.5) (for the latest probabilities by default)."""
-        probabilities = self._latest_probabilities() if probabilities is None else probabilities
+    def greedy(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Thresholded decisions u~ = 1(s >= 0.5) for keep-probabilities s."""
         return self._with_fixed_blocks((probabilities >= 0.5).to(probabilities.dtype))
 
-    def distribution(self) -> Bernoulli:
-        return Bernoulli(probs=bounded_probabilities(self._latest_probabilities(), self.alpha))
+    def distribution(self, probabilities: torch.Tensor) -> Bernoulli:
+        """pi: independent Bernoulli(s') decisions, with s' the bounded keep-probabilities."""
+        return Bernoulli(probs=bounded_probabilities(probabilities, self.alpha))
 
-    def log_probability(self, decisions: torch.Tensor) -> torch.Tensor:
-        """log pi(u) (batch,) of ``decisions`` under the latest probabilities, over the decided
-        blocks only (the fixed ones were not the policy's choice)."""
-        return self.distribution().log_prob(decisions)[:, self.num_blocks - self.decided_blocks:].sum(1)
+    def log_probability(self, probabilities: torch.Tensor, decisions: torch.Tensor) -> torch.Tensor:
+        """log pi(u) (batch,) of ``decisions`` under the keep-probabilities they were drawn from,
+        over the decided blocks only (the fixed ones were not the policy's choice)."""
+        return self.distribution(probabilities).log_prob(decisions)[:, self.num_blocks - self.decided_blocks:].sum(1)
 
-    def entropy(self) -> torch.Tensor:
-        """The decided blocks' summed Bernoulli entropy (batch,) under the latest (bounded)
-        probabilities; the official code's bonus differs (-s' log s' over all blocks), and
-        ``dyninf.networks`` says why this one is used."""
-        return self.distribution().entropy()[:, self.num_blocks - self.decided_blocks:].sum(1)
+    def entropy(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """The decided blocks' summed Bernoulli entropy (batch,) under the bounded keep-probabilities;
+        the official code's bonus differs (-s' log s' over all blocks), and ``dyninf.networks``
+        says why this one is used."""
+        return self.distribution(probabilities).entropy()[:, self.num_blocks - self.decided_blocks:].sum(1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self.last_probabilities = self.probabilities(images)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decisions (sampled while training, greedy in eval mode) and the keep-probabilities."""
+        probabilities = self.probabilities(images)
         if not self.training:
-            return self.greedy()
+            return self.greedy(probabilities), probabilities
         with torch.no_grad():
-            sampled = self.distribution().sample()
-        return self._with_fixed_blocks(sampled)
+            sampled = self.distribution(probabilities).sample()
+        return self._with_fixed_blocks(sampled), probabilities
 
     def macs_and_params(self) -> tuple[int, int]:
         """Per-image MACs and the parameter count of the policy network."""
