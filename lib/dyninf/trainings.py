@@ -115,10 +115,8 @@ def _aig(profile, target, data):
     return train_aig(profile, data, target, progress=False)
 
 
-def _gaternet(profile, weight, data):
-    recipe = recipes_of(profile).gaternet
-    scratch = None if recipe.finetune else (recipe.backbone_depth or profile.depth, recipe.backbone_bottleneck)
-    return train_gaternet(profile, data, weight, progress=False, scratch_backbone=scratch)
+def _gaternet(profile, weight, data):   # on the recipe's backbone: the baseline, or one from scratch
+    return train_gaternet(profile, data, weight, progress=False)
 
 
 def _wider(profile, data):
