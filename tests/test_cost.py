@@ -93,6 +93,50 @@ def test_spent_macs_with_filter_gates_is_what_skipped_mode_computes_at_batch_one
     assert counter.get_total_flops() == 2 * cost.spent_macs(filter_gates=gates).item()
 
 
+def test_executed_macs_round_each_groups_open_filters_up_to_the_filter_block_by_hand():
+    cost = network_cost(cifar_resnet(8))                  # blocks of 16, 32, 64 gated filters
+    b0, b1, b2 = cost.block_macs
+    first_conv, second_conv = (macs for macs, _, _ in cost.block_conv_macs[0])   # 16 -> 16 gated -> 16
+    gates = torch.ones(4, 112)
+    gates[0, :16] = 0
+    gates[0, :3] = 1            # 3 of 16 open: 8 computed
+    gates[1, :16] = 0           # none open: one filter stands in (masked to zero)
+    gates[2, :16] = 0
+    gates[2, :9] = 1            # 9 open: 16 computed, the whole group
+    gates[3, 16:48] = 0
+    gates[3, 16:33] = 1         # 17 of block 1's 32 open: 24 computed
+    executed = cost.spent_macs(filter_gates=gates, filter_block=8).tolist()
+    assert executed == [cost.total_macs - b0 / 2, cost.total_macs - b0 * 15 / 16, cost.total_macs,
+                        cost.total_macs - b1 / 4]
+    ideal = cost.spent_macs(filter_gates=gates).tolist()
+    assert ideal == [cost.total_macs - b0 * 13 / 16, cost.total_macs - b0, cost.total_macs - b0 * 7 / 16,
+                     cost.total_macs - b1 * 15 / 32]
+    assert first_conv == second_conv == b0 / 2            # both convolutions scale with the gated filters
+    assert cost.spent_macs(filter_gates=gates, filter_block=1).tolist()[1] == cost.total_macs - b0 * 15 / 16
+    decisions = torch.tensor([[0.0, 1.0, 1.0]] * 4)       # a skipped block costs nothing either way
+    assert cost.spent_macs(decisions, gates, filter_block=8)[0].item() == cost.total_macs - b0
+    with pytest.raises(ValueError, match="filter_block must be None or an integer >= 1, got 0"):
+        cost.spent_macs(filter_gates=gates, filter_block=0)
+
+
+@pytest.mark.parametrize("filter_block", [1, 8])
+@pytest.mark.parametrize("open_share", [0.1, 0.3, 0.6, 0.9])
+def test_executed_macs_are_what_skipped_mode_computes_for_one_image(monkeypatch, filter_block, open_share):
+    # Before: spent_macs counted exactly the open filters while skipped mode, padding them to
+    # FILTER_BLOCK = 8, computed 1.46x / 1.29x / 1.09x as many MACs at 30 / 60 / 90% open gates.
+    monkeypatch.setattr(skipping, "FILTER_BLOCK", filter_block)
+    net = cifar_resnet(20).eval()
+    cost = network_cost(net)
+    generator = torch.Generator().manual_seed(int(100 * open_share))
+    gates = (torch.rand(1, net.num_filter_gates, generator=generator) < open_share).float()
+    gates[0, net.filter_gate_slices[0]] = 0               # a group with none open: one filter stands in
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(torch.randn(1, 3, 32, 32), filter_gates=gates, mode="skipped")
+    assert counter.get_total_flops() == 2 * cost.spent_macs(filter_gates=gates, filter_block=filter_block).item()
+    assert cost.spent_macs(filter_gates=gates).item() < cost.spent_macs(filter_gates=gates, filter_block=filter_block).item()
+
+
 @pytest.mark.parametrize("bad", [2.0, -1.0, float("nan"), float("inf")])
 def test_spent_macs_rejects_decisions_and_gates_outside_zero_one(bad):
     # Before: 2.0 doubled a block's MACs and -1 made them negative; NaN gave NaN MACs.

@@ -2,9 +2,14 @@
 hand-built points whose answers are computed by hand."""
 import pandas as pd
 import pytest
+import torch
 
-from dyninf.frontier import (COLUMNS, cost_sentences, frontier_accuracy, frontier_sentences, judge_against_frontier,
-                             static_frontier)
+from dyninf.backbones import cifar_resnet
+from dyninf.data import synthetic_dataset
+from dyninf.deciders import AIGGates, Gater
+from dyninf.dynamic import DynamicNetwork, predict_with_decisions, spent_macs
+from dyninf.frontier import (COLUMNS, IDEAL_MACS, MACS, TrainedNetwork, cost_sentences, frontier_accuracy,
+                             frontier_sentences, judge_against_frontier, network_point, static_frontier)
 
 IMAGES = 2000
 
@@ -14,6 +19,7 @@ def _points(*rows):
                                **{"training epochs": 8, "control": row[4] if len(row) > 4 else False})
                           for row in rows])
     table["standard error (points)"] = 1.0
+    table["ideal MACs (M)"] = table["mean MACs (M)"]
     return table[COLUMNS]
 
 
@@ -79,3 +85,30 @@ def test_cost_sentences_say_plainly_when_a_network_spent_more_than_the_plain_one
     assert "spent 30.00 M MACs per image, 25% fewer than the plain ResNet-20" in said["AIG"]
     assert "10.0 points less accurate" in said["AIG"]
     assert "spent the same MACs per image as the plain ResNet-20" in said["SD"]
+
+
+def test_cost_sentences_say_what_the_open_filters_alone_need_where_more_is_executed():
+    points = _points(*PLAIN, ("GaterNet", "GaterNet, λ = 1", 30.0, 70.0), ("AIG", "AIG", 30.0, 70.0))
+    points.loc[points.network == "GaterNet, λ = 1", IDEAL_MACS] = 24.0
+    gaternet, aig = cost_sentences(points, "plain ResNet-20", IMAGES)
+    assert gaternet.startswith("GaterNet, λ = 1 spent 30.00 M MACs per image, 25% fewer than the plain ResNet-20 "
+                               "(40.00 M) (its open filters alone need 24.00 M: skipped mode computes them in blocks of 8)")
+    assert "open filters" not in aig
+
+
+def test_a_points_macs_are_what_skipped_mode_executes_with_the_ideal_beside_them():
+    torch.manual_seed(0)
+    data = synthetic_dataset(train_per_class=1, test_per_class=4)
+    backbone = cifar_resnet(8)
+    gaternet = DynamicNetwork(backbone, Gater.for_backbone(backbone, depth=8)).eval()
+    with torch.no_grad():   # about half the filters open, so that padding them to blocks of 8 shows
+        gaternet.decider.fc2.bias.normal_(0, 1)
+    point = network_point(TrainedNetwork("GaterNet", "GaterNet", gaternet, 1), data)
+    _, gates = predict_with_decisions(gaternet, data.test_images)
+    assert point[MACS] == pytest.approx(spent_macs(gaternet, gates, executed=True).mean().item() / 1e6)
+    assert point[IDEAL_MACS] == pytest.approx(spent_macs(gaternet, gates).mean().item() / 1e6)
+    assert point[IDEAL_MACS] < point[MACS]
+    aig_backbone = cifar_resnet(8)
+    aig = DynamicNetwork(aig_backbone, AIGGates(aig_backbone)).eval()
+    aig_point = network_point(TrainedNetwork("AIG", "AIG", aig, 1), data)
+    assert aig_point[MACS] == aig_point[IDEAL_MACS]   # blocks run whole: executed is ideal

@@ -37,15 +37,22 @@ class NetworkCost:
         return self.stem_params + sum(self.block_params) + self.head_params
 
     def spent_macs(self, decisions: torch.Tensor | None = None,
-                   filter_gates: torch.Tensor | None = None) -> torch.Tensor:
+                   filter_gates: torch.Tensor | None = None, filter_block: int | None = None) -> torch.Tensor:
         """MACs each image spends given its (batch, num_blocks) decisions (1 = run, 0 = skip)
         and/or its (batch, num_filter_gates) filter gates: the stem and the head always run, a
         skipped block costs nothing, and a convolution's MACs scale with the open fraction of
-        its gated inputs times that of its gated outputs (exactly what skipped mode computes
-        for one image). Values must lie in [0, 1]; any value but 0 runs the block (or opens the
-        filter) in full, as in skipped mode."""
+        its gated inputs times that of its gated outputs. Values must lie in [0, 1]; any value
+        but 0 runs the block (or opens the filter) in full, as in skipped mode.
+
+        ``filter_block``: None counts exactly the open filters (the ideal); a number counts what
+        skipped mode computes for one image on a device that slices filters, with that
+        ``dyninf.skipping.FILTER_BLOCK``: each gate group's open filters rounded up to a multiple
+        of it, at most the whole group and at least one filter (it stands in, masked to zero,
+        when none is open)."""
         if decisions is None and filter_gates is None:
             raise ValueError("give decisions, filter gates or both")
+        if filter_block is not None and (not isinstance(filter_block, int) or filter_block < 1):
+            raise ValueError(f"filter_block must be None or an integer >= 1, got {filter_block!r}")
         blocks = len(self.block_macs)
         if decisions is not None and (decisions.dim() != 2 or decisions.shape[1] != blocks):
             raise ValueError(f"decisions must have shape (batch, {blocks}), "
@@ -60,18 +67,27 @@ class NetworkCost:
         if filter_gates is None:
             per_block = torch.tensor(self.block_macs, dtype=torch.float64, device=device).expand(batch, -1)
         else:
-            per_block = self._block_macs_with_filters(filter_gates, batch)
+            per_block = self._block_macs_with_filters(filter_gates, batch, filter_block)
         if decisions is not None:
             per_block = per_block * decisions.ne(0)
         return self.stem_macs + self.head_macs + per_block.sum(1)
 
-    def _block_macs_with_filters(self, filter_gates: torch.Tensor, batch: int) -> torch.Tensor:
-        """(batch, num_blocks): each block's MACs with only its open filters computed."""
+    def _block_macs_with_filters(self, filter_gates: torch.Tensor, batch: int,
+                                 filter_block: int | None) -> torch.Tensor:
+        """(batch, num_blocks): each block's MACs with only its open filters computed (as
+        ``spent_macs`` counts them for ``filter_block``)."""
         sizes = [size for groups in self.block_filter_groups for size in groups]
         if tuple(filter_gates.shape) != (batch, sum(sizes)):
             raise ValueError(f"filter gates must have shape ({batch}, {sum(sizes)}), "
                              f"got {tuple(filter_gates.shape)}")
-        open_fractions = iter(g.ne(0).to(torch.float64).mean(1) for g in filter_gates.split(sizes, dim=1))
+
+        def open_fraction(gates: torch.Tensor) -> torch.Tensor:
+            computed = gates.ne(0).sum(1).to(torch.float64)
+            if filter_block is not None:
+                computed = (torch.ceil(computed / filter_block) * filter_block).clamp(1, gates.shape[1])
+            return computed / gates.shape[1]
+
+        open_fractions = iter(open_fraction(g) for g in filter_gates.split(sizes, dim=1))
         columns = []
         for groups, convs in zip(self.block_filter_groups, self.block_conv_macs):
             fraction = [next(open_fractions) for _ in groups]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dyninf import skipping
 from dyninf.backbones import CifarResNet, check_mode
 from dyninf.cost import network_cost
 from dyninf.decisions import DeciderKind, decider_kind
@@ -83,12 +84,15 @@ class DynamicNetwork(nn.Module):
         return logits, decisions, probabilities
 
 
-def spent_macs(net: DynamicNetwork, decisions: torch.Tensor) -> torch.Tensor:
+def spent_macs(net: DynamicNetwork, decisions: torch.Tensor, executed: bool = False) -> torch.Tensor:
     """MACs each image spends (batch,) given the decisions ``net`` took for it: the backbone's
-    blocks or filters that ran, plus the decider's own cost (``decider.macs_and_params()``)."""
+    blocks or filters that ran, plus the decider's own cost (``decider.macs_and_params()``).
+    ``executed``: filters as skipped mode computes them for one image on a CPU (the open ones
+    rounded up to a multiple of ``FILTER_BLOCK``), not exactly the open ones (the ideal); blocks
+    are counted the same either way."""
     cost = network_cost(net.backbone)
     if net.kind is DeciderKind.FILTERS:
-        backbone = cost.spent_macs(filter_gates=decisions)
+        backbone = cost.spent_macs(filter_gates=decisions, filter_block=skipping.FILTER_BLOCK if executed else None)
     else:
         backbone = cost.spent_macs(decisions)
     return backbone + net.decider.macs_and_params()[0]
