@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from dyninf.backbones import cifar_resnet
+from dyninf.cost import network_cost
 from dyninf.deciders import AIGGates, target_rate_loss
 from dyninf.deciders.aig import Gate
 from dyninf.dynamic import DynamicNetwork, predict_with_decisions
@@ -105,8 +106,13 @@ def test_eval_margin_without_autograd_equals_the_logit_difference_and_follows_tr
 def test_gate_cost_is_small():
     net = _aig(110)
     macs, params = net.decider.macs_and_params()
-    assert macs == sum(c * 16 + 16 * 2 for c in [16] * 18 + [32] * 17 + [64] * 17)
-    assert params > 0
+    channels = [16] * 18 + [32] * 17 + [64] * 17     # 52 gates: the 2 downsampling blocks have none
+    assert macs == sum(c * 16 + 16 * 2 for c in channels)
+    # per gate: c -> 16 (weights and biases), batch norm's scale and shift, 16 -> 2
+    assert params == sum(c * 16 + 16 + 2 * 16 + 16 * 2 + 2 for c in channels) == 34984
+    backbone = network_cost(net.backbone)
+    assert round(100 * params / backbone.total_params, 1) == 2.0      # not the 4.8% quoted for the paper
+    assert round(100 * macs / backbone.total_macs, 3) == 0.013
 
 
 def test_threshold_for_rate_by_hand():

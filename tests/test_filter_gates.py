@@ -113,7 +113,7 @@ def test_features_are_the_pooled_input_of_the_classifier():
 def test_bottleneck_resnet164_shape_and_gate_count():
     net = cifar_resnet(164, bottleneck=True)
     assert net.depth == 164 and net.num_blocks == 54 and net.downsampling_blocks == [0, 18, 36]
-    assert net.num_filter_gates == 18 * 2 * (16 + 32 + 64) == 4032   # the paper counts 7,200
+    assert net.num_filter_gates == 18 * 2 * (16 + 32 + 64) == 4032   # not the 7,200 quoted for the paper (notebook 03)
     assert net.head[-1].in_features == 256
     with pytest.raises(ValueError, match=r"9n \+ 2"):
         cifar_resnet(100, bottleneck=True)
