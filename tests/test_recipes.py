@@ -56,3 +56,12 @@ def test_a_run_name_needs_a_known_method_and_its_setting():
         run_name("AIG", 20)
     with pytest.raises(ValueError, match="a run of plain is named without its setting"):
         run_name("plain", 20, 0.5)
+
+
+def test_the_backbone_a_gaternet_recipe_gates_is_the_baseline_when_it_finetunes():
+    assert RECIPES["quick"].gaternet.gated_backbone(20) == (20, False)          # finetunes the baseline
+    assert RECIPES["paper"].gaternet.gated_backbone(110) == (164, True)         # the paper's ResNet-164
+    from_scratch = replace(RECIPES["quick"].gaternet, finetune=False)
+    assert from_scratch.gated_backbone(20) == (20, False)                       # the profile's depth
+    named_but_finetuned = replace(RECIPES["quick"].gaternet, backbone_depth=56)
+    assert named_but_finetuned.gated_backbone(20) == (20, False)                # the baseline wins

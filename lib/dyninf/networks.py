@@ -138,8 +138,7 @@ def train_gaternet(profile: Profile, data: ImageDataset | None = None, sparsity_
     if scratch_backbone is not None:
         depth, bottleneck = scratch_backbone
         recipe = replace(recipe, finetune=False, backbone_depth=depth, backbone_bottleneck=bottleneck)
-    backbone = _backbone_to_gate(profile, data, recipe.finetune, progress, recipe.backbone_depth,
-                                 recipe.backbone_bottleneck)
+    backbone = _backbone_to_gate(profile, data, recipe.finetune, progress, *recipe.gated_backbone(profile.depth))
     seed_everything(profile.seed)
     gater = Gater.for_backbone(backbone, depth=recipe.gater_depth, width=recipe.gater_width,
                                bottleneck=recipe.bottleneck)

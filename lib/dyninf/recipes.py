@@ -43,6 +43,13 @@ class GaterNetRecipe:
     backbone_bottleneck: bool = False   # ... and whether it has bottleneck blocks
     grid: GaterNetGrid | None = None
 
+    def gated_backbone(self, profile_depth: int) -> tuple[int, bool]:
+        """(depth, bottleneck blocks) of the backbone this recipe gates: the profile's baseline
+        when it finetunes, else its backbone from scratch (of the profile's depth unless named)."""
+        if self.finetune:
+            return profile_depth, False
+        return self.backbone_depth or profile_depth, self.backbone_bottleneck
+
 
 @dataclass(frozen=True)
 class BlockDropRecipe:

@@ -71,7 +71,7 @@ def course_trainings(profile: Profile) -> list[Training]:
     data set only: notebook 03's paper grid adds CIFAR-100 runs that are not listed)."""
     depth, recipes = profile.depth, recipes_of(profile)
     aig, gaternet, blockdrop = recipes.aig, recipes.gaternet, recipes.blockdrop
-    gated_depth = depth if gaternet.finetune else gaternet.backbone_depth or depth
+    gated_depth, _ = gaternet.gated_backbone(depth)
     aig_start, gaternet_start = (depth if recipe.finetune else None for recipe in (aig, gaternet))
     recipe = profile.train_config   # a schedule as the profile trains it (cut in a dry run)
 
