@@ -232,3 +232,17 @@ def test_training_a_gate_on_one_image_is_a_clear_error():
     with pytest.raises(ValueError, match="an AIG gate trains on batches of at least 2 images"):
         net(torch.randn(1, 3, 32, 32))
     net.eval()(torch.randn(1, 3, 32, 32))    # evaluation on one image is fine
+
+
+def test_eval_gates_run_a_block_only_above_the_threshold_in_the_inputs_dtype():
+    torch.manual_seed(0)
+    backbone = cifar_resnet(8)
+    gates = AIGGates(backbone).eval()
+    block = gates.gated_blocks[0]
+    images = torch.randn(6, 16, 32, 32)
+    with torch.no_grad():
+        margins = gates.gate_for(block).margin(images)
+        gates.gate_for(block).threshold.fill_(margins[0].item())   # image 0 sits exactly on it
+        decisions = gates(block, images)
+    assert decisions.dtype == images.dtype
+    assert decisions.tolist() == (margins > margins[0]).float().tolist() and decisions[0] == 0

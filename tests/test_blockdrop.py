@@ -231,3 +231,47 @@ def test_a_curriculum_beyond_the_network_is_a_clear_error():
         with pytest.raises(ValueError, match="decided_blocks must be an integer from 0 to the network's 9"):
             policy.decided_blocks = count
     assert policy.decided_blocks == 9
+
+
+def test_the_papers_bound_is_the_default_and_a_policy_samples_with_its_own_bound():
+    assert bounded_probabilities(torch.tensor([0.0, 1.0])).tolist() == pytest.approx([0.2, 0.8])   # alpha = 0.8
+    policy = BlockDropPolicy(2, width=4, alpha=0.6)
+    assert policy.distribution(torch.tensor([[1.0, 0.0]])).probs[0].tolist() == pytest.approx([0.6, 0.4])
+
+
+def test_greedy_keeps_a_block_at_exactly_one_half():
+    policy = BlockDropPolicy(3, width=4)
+    assert policy.greedy(torch.tensor([[0.5, 0.4999, 0.9]])).tolist() == [[1.0, 0.0, 1.0]]
+
+
+def test_the_entropy_is_each_images_own_sum_over_the_decided_blocks():
+    policy = BlockDropPolicy(3, width=4, alpha=0.8)
+    policy.decided_blocks = 2
+    probabilities = torch.tensor([[0.5, 0.5, 1.0], [0.5, 0.0, 0.5]])   # bounded: 0.5 -> 0.5, 1 -> 0.8, 0 -> 0.2
+    def h(p):
+        return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    assert policy.entropy(probabilities).tolist() == pytest.approx([h(0.5) + h(0.8), h(0.2) + h(0.5)])
+
+
+def test_the_entropy_weight_alone_adds_the_bonus_and_needs_the_entropy():
+    log_probability, reward = torch.tensor([-1.0, -2.0]), torch.tensor([1.0, 0.0])
+    plain = policy_gradient_loss(log_probability, reward, torch.zeros(2))
+    assert policy_gradient_loss(log_probability, reward, torch.zeros(2), torch.tensor([0.5, 0.7])) == plain
+    with pytest.raises(ValueError, match=r"an entropy weight \(0.1\) needs the policy's entropy"):
+        policy_gradient_loss(log_probability, reward, torch.zeros(2), entropy_weight=0.1)
+
+
+def test_a_fresh_policy_is_a_resnet8_of_width_16_keeping_every_block_with_probability_sigmoid_1():
+    torch.manual_seed(0)
+    policy = BlockDropPolicy(1).eval()                       # one block is enough to decide
+    assert policy.extractor.depth == 8 and policy.extractor.stem[0].out_channels == 16
+    with torch.no_grad():
+        start = policy.probabilities(torch.randn(16, 3, 32, 32))
+    assert start.shape == (16, 1) and (start - torch.sigmoid(torch.tensor(1.0))).abs().max() < 0.05
+    with pytest.raises(ValueError, match="^num_blocks must be positive, got 0$"):
+        BlockDropPolicy(0)
+
+
+def test_a_policy_for_a_backbone_takes_its_blocks_and_the_settings_given():
+    policy = BlockDropPolicy.for_backbone(cifar_resnet(8), depth=14, width=4, alpha=0.7)
+    assert (policy.num_blocks, policy.extractor.depth, policy.extractor.stem[0].out_channels, policy.alpha) == (3, 14, 4, 0.7)

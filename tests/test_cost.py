@@ -1,10 +1,11 @@
 import pytest
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dyninf import skipping
 from dyninf.backbones import cifar_resnet
-from dyninf.cost import network_cost
+from dyninf.cost import layer_macs, network_cost
 from dyninf.published import CIFAR_RESNETS
 
 
@@ -155,3 +156,25 @@ def test_any_decision_but_zero_spends_the_whole_block_as_skipped_mode_computes_i
     cost = network_cost(cifar_resnet(8))
     decisions = torch.tensor([[0.5, 0.0, 1.0]])
     assert cost.spent_macs(decisions).item() == cost.total_macs - cost.block_macs[1]
+
+
+def test_layer_macs_of_non_square_and_grouped_kernels_by_hand():
+    image = torch.zeros(1, 4, 5, 5)
+    tall = nn.Conv2d(4, 6, (3, 1), padding=(1, 0))
+    assert layer_macs(tall, tall(image)) == 6 * 5 * 5 * 4 * 3 * 1
+    grouped = nn.Conv2d(4, 6, 3, padding=1, groups=2)     # each filter sees 2 of the 4 channels
+    macs = layer_macs(grouped, grouped(image))
+    assert macs == 6 * 5 * 5 * 2 * 9 and isinstance(macs, int)
+    with pytest.raises(TypeError, match="^no MAC count for BatchNorm2d$"):
+        layer_macs(nn.BatchNorm2d(4), image)
+
+
+def test_counting_needs_decisions_or_gates_and_executed_filters_never_exceed_a_group():
+    with pytest.raises(ValueError, match="^give decisions, filter gates or both$"):
+        network_cost(cifar_resnet(8)).spent_macs()
+    cost = network_cost(cifar_resnet(8, width=12))          # gate groups of 12, 24, 48: not multiples of 8
+    assert cost.block_filter_groups == ((12,), (24,), (48,))
+    gates = torch.ones(1, 84)
+    gates[0, :12] = 0
+    gates[0, :9] = 1                                        # 9 of 12 open: 16 rounded down to the 12 there are
+    assert cost.spent_macs(filter_gates=gates, filter_block=8).item() == cost.total_macs

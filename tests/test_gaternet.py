@@ -146,3 +146,27 @@ def test_training_the_gater_on_one_image_is_a_clear_error():
     with pytest.raises(ValueError, match="GaterNet's gater trains on batches of at least 2 images"):
         gater(torch.randn(1, 3, 32, 32))
     assert gater.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 24)
+
+
+def test_eval_gates_open_only_for_positive_logits_in_the_logits_dtype():
+    gates = improved_semhash(torch.tensor([[-1.0, 0.0, 2.0]], dtype=torch.float64), training=False)
+    assert gates.dtype == torch.float64 and gates.tolist() == [[0.0, 0.0, 1.0]]
+
+
+def test_hard_training_gates_keep_the_logits_dtype():
+    torch.manual_seed(0)
+    gates = improved_semhash(torch.zeros(64, 5, dtype=torch.float64), training=True)
+    assert gates.dtype == torch.float64
+
+
+def test_the_papers_gater_by_default_starting_open():
+    torch.manual_seed(0)
+    gater = Gater(7)
+    assert gater.extractor.depth == 20 and gater.extractor.stem[0].out_channels == 16   # a ResNet-20 of width 16
+    assert gater.fc1.out_features == 256                                              # bottleneck b = 256
+    assert gater.fc2.bias.tolist() == [1.0] * 7 and gater.fc2.weight.std() < 0.02      # every logit starts at about 1
+    smallest = Gater(1, depth=8, bottleneck=1, width=4)
+    assert (smallest.num_gates, smallest.fc1.out_features) == (1, 1)
+    for gates, bottleneck in ((0, 8), (8, 0)):
+        with pytest.raises(ValueError, match=f"^num_gates and bottleneck must be positive, got {gates}, {bottleneck}$"):
+            Gater(gates, depth=8, bottleneck=bottleneck)

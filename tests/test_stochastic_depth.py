@@ -108,3 +108,17 @@ def test_training_draws_differ_between_steps():
     _, first = net(x, return_decisions=True)
     _, second = net(x, return_decisions=True)
     assert not torch.equal(first, second)
+
+
+def test_the_linear_decay_by_hand_with_the_papers_default_and_one_block():
+    assert survival_probabilities(4).tolist() == [0.875, 0.75, 0.625, 0.5]     # p_L = 0.5
+    assert survival_probabilities(3, 0.5).dtype == torch.float32
+    assert survival_probabilities(1, 0.2).tolist() == pytest.approx([0.2])
+    with pytest.raises(ValueError, match="^num_blocks must be positive, got 0$"):
+        survival_probabilities(0)
+
+
+def test_stochastic_depth_saves_nothing_in_a_checkpoint_and_costs_nothing_at_test_time():
+    decider = StochasticDepth(9, 0.5)
+    assert decider.state_dict() == {}            # the survival probabilities follow from p_L
+    assert decider.macs_and_params() == (0, 0)

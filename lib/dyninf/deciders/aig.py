@@ -103,7 +103,6 @@ class AIGGates(nn.Module):
 
     def __init__(self, backbone: "CifarResNet", hidden: int = 16):
         super().__init__()
-        self.num_blocks = backbone.num_blocks
         self.gated_blocks = [k for k in range(backbone.num_blocks)
                              if k not in backbone.downsampling_blocks]
         self.gates = nn.ModuleDict({str(k): Gate(backbone.blocks[k].conv1.in_channels, hidden)
@@ -131,9 +130,7 @@ class AIGGates(nn.Module):
 def _threshold_for_rate(margin: torch.Tensor, rate: float) -> float:
     """The threshold for which ``margin > threshold`` passes the fraction of the values closest to
     ``rate``. Equal margins pass or fail together, so with ties the nearest fraction that can be
-    had is chosen (50 zeros and 50 ones: 0.5 for a rate of 0.3, not 0)."""
-    if rate >= 1:
-        return -float("inf")
+    had is chosen (50 zeros and 50 ones: 0.5 for a rate of 0.3, not 0); a rate of 1, -inf."""
     distinct, counts = torch.unique(margin.flatten(), sorted=True, return_counts=True)
     distinct, counts = distinct.flip(0), counts.flip(0)            # largest first
     # threshold distinct[j] passes the values above it; below the smallest value, every value

@@ -51,10 +51,13 @@ def policy_gradient_loss(log_probability: torch.Tensor, reward: torch.Tensor,
                          baseline_reward: torch.Tensor, entropy: torch.Tensor | None = None,
                          entropy_weight: float = 0.0) -> torch.Tensor:
     """REINFORCE with a baseline, averaged over the batch: -(R(u) - R(u~)) log pi(u) - beta H.
-    The advantage is a constant for the gradient (it is detached)."""
+    The advantage is a constant for the gradient (it is detached). Without ``entropy_weight``
+    (beta) there is no bonus, whether or not ``entropy`` is given."""
     advantage = (reward - baseline_reward).detach()
     loss = -(advantage * log_probability).mean()
-    if entropy is not None and entropy_weight:
+    if entropy_weight:
+        if entropy is None:
+            raise ValueError(f"an entropy weight ({entropy_weight}) needs the policy's entropy, got none")
         loss = loss - entropy_weight * entropy.mean()
     return loss
 
