@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 # trainings at a time for `make networks` and `make test` (each with its share of the CPU threads)
 JOBS    ?= 2
 
-.PHONY: install test unit networks course student grade bench gpu-check gpu-standard gpu-wheels clean
+.PHONY: install test unit networks course student grade bench mutation gpu-check gpu-standard gpu-wheels clean
 
 install: $(STAMP)
 
@@ -72,6 +72,25 @@ grade: install
 # decider in runs/$(PROFILE)/), beside the ideal one from MACs: a table, build/bench/*.json and .png.
 bench: install
 	$(PY) benchmarks/skipping.py --profile $(PROFILE)
+
+# Mutation testing of the deciders and the cost model (mutmut, configured in pyproject.toml): each
+# mutant is one small change to lib/dyninf/deciders/ or cost.py, run against the tests that cover
+# it; prints the share killed and lists the survivors. About 15 minutes on 2 cores; not in `make
+# test`. It runs on a copy of the last commit in build/mutation/ with lib/ renamed src/: mutmut 3
+# imports mutated code only from ./, src/ or source/ (from lib/ the original would be imported).
+# One thread per test process: mutmut forks them, and a fork of a process whose OpenMP threads have
+# started can hang until the mutant's time-out.
+MUTMUT_PIN := mutmut==3.8.1
+MUTATION := build/mutation
+mutation: install
+	$(if $(filter uv,$(INSTALLER)),$(VENV)/bin/uv pip install --python $(PY),$(PY) -m pip install) -q $(MUTMUT_PIN)
+	rm -rf $(MUTATION) && mkdir -p $(MUTATION)
+	git archive HEAD | tar -x -C $(MUTATION)
+	mv $(MUTATION)/lib $(MUTATION)/src
+	cd $(MUTATION) && OMP_NUM_THREADS=1 $(abspath $(VENV))/bin/mutmut run --max-children $(JOBS) > run.log 2>&1
+	cd $(MUTATION) && $(abspath $(VENV))/bin/mutmut results --all true > results.txt
+	@awk -F': ' 'NF == 2 {n++; k += ($$2 == "killed")} END {printf "mutants killed: %d of %d (%.1f%%)\n", k, n, 100 * k / n}' $(MUTATION)/results.txt
+	@grep -v ': killed$$' $(MUTATION)/results.txt || true
 
 # On a machine with a GPU: the unit tests (CUDA ones included), the quick course on CUDA and the
 # benchmark (meant to take under 8 minutes on one H100); $(GPU_CHECK_OUT)/SUMMARY.md and

@@ -1,5 +1,6 @@
 """The environment the tests run in is the pinned one (a moved dependency fails here first)."""
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,17 @@ def test_make_install_installs_the_pins_with_uv_and_with_pip_on_request(tmp_path
     assert "-m pip install -r requirements.txt" in pip.stdout and "uv" not in pip.stdout
     other = _install_commands(tmp_path, "INSTALLER=conda")
     assert other.returncode != 0 and "INSTALLER must be uv or pip, got 'conda'" in other.stderr
+
+
+def test_make_mutation_runs_the_pinned_mutmut_on_a_copy_where_lib_is_src(tmp_path):
+    finished = subprocess.run(["make", "--no-print-directory", "-n", "-B", "mutation", f"VENV={tmp_path / 'venv'}"],
+                              cwd=REQUIREMENTS.parent, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stderr
+    commands = finished.stdout
+    assert "uv pip install" in commands and "-q mutmut==" in commands
+    assert "git archive HEAD | tar -x -C build/mutation" in commands and "mv build/mutation/lib build/mutation/src" in commands
+    assert "OMP_NUM_THREADS=1" in commands and "mutmut run --max-children 2" in commands
+    config = tomllib.loads((REQUIREMENTS.parent / "pyproject.toml").read_text())["tool"]["mutmut"]
+    assert config["source_paths"] == ["src/"]
+    assert config["only_mutate"] == ["src/dyninf/deciders/*", "src/dyninf/cost.py"]
+    assert all((REQUIREMENTS.parent / path).is_file() for path in config["pytest_add_cli_args_test_selection"])
