@@ -246,3 +246,9 @@ def test_eval_gates_run_a_block_only_above_the_threshold_in_the_inputs_dtype():
         decisions = gates(block, images)
     assert decisions.dtype == images.dtype
     assert decisions.tolist() == (margins > margins[0]).float().tolist() and decisions[0] == 0
+
+
+def test_every_gate_gets_the_hidden_width_asked_for():
+    gates = AIGGates(cifar_resnet(8), hidden=8)
+    assert {gate.fc1.out_features for gate in gates.gates.values()} == {8}
+    assert {gate.fc1.out_features for gate in AIGGates(cifar_resnet(8)).gates.values()} == {16}   # the paper's
