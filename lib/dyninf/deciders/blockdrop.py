@@ -131,7 +131,7 @@ class BlockDropPolicy(nn.Module):
 
     def entropy(self, probabilities: torch.Tensor) -> torch.Tensor:
         """The decided blocks' summed Bernoulli entropy (batch,) under the bounded keep-probabilities;
-        the official code's bonus differs (-s' log s' over all blocks), and ``dyninf.networks``
+        the official code's bonus differs (-s' log s' over all blocks), and ``dyninf.recipes``
         says why this one is used."""
         return self.distribution(probabilities).entropy()[:, self.num_blocks - self.decided_blocks:].sum(1)
 
