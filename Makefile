@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 # trainings at a time for `make networks` and `make test` (each with its share of the CPU threads)
 JOBS    ?= 2
 
-.PHONY: install test unit networks course student grade bench mutation gpu-check gpu-standard gpu-wheels clean
+.PHONY: install test unit networks course student collect autograde grade formgrader export bench mutation gpu-check gpu-standard gpu-wheels clean
 
 install: $(STAMP)
 
@@ -58,15 +58,42 @@ networks: install
 course: install
 	$(PY) -m dyninf.course --profile $(PROFILE) --out build
 
-# For a class: student copies of the notebooks in build/student/ (solutions, hidden tests and
-# outputs removed), made by nbgrader in its course folder build/nbgrader/.
+# For a class (README, "For instructors"): student copies of the notebooks in build/student/ (no
+# solution, hidden test, model answer or library source of a task's answer; outputs removed), made by
+# nbgrader in its course folder build/nbgrader/, one assignment per notebook.
 student: install
 	$(PY) -m dyninf.classroom student
 
-# Autograde one filled-in student copy and print the score per task: make grade NB=path/to/00_resnet_baseline.ipynb
+# Grading. Exit status 0 when grading worked (whatever the scores), 1 when a notebook could not be
+# graded (it did not run), 2 for a wrong argument. A task's cells may run $(TASK_TIMEOUT) s, the
+# notebook's other cells $(CELL_TIMEOUT) s (a training where no network is cached), then they are stopped.
+TASK_TIMEOUT ?= 60
+CELL_TIMEOUT ?= 1800
+LIMITS := --task-timeout $(TASK_TIMEOUT) --cell-timeout $(CELL_TIMEOUT)
+STUDENT ?= student
+
+# Copy handed-in notebooks (HANDED_IN/<student>/<notebook>.ipynb) into build/nbgrader/submitted/.
+collect: install
+	@test -n "$(HANDED_IN)" || { echo "usage: make collect HANDED_IN=folder (one folder per student, named by the id)" >&2; exit 2; }
+	$(PY) -m dyninf.classroom collect "$(HANDED_IN)"
+
+# Autograde every submission not graded yet into one gradebook: a line per student and notebook,
+# feedback HTML, build/nbgrader/task-scores.csv (each task, its reason) and grades.csv (nbgrader's).
+autograde: install
+	$(PY) -m dyninf.classroom autograde $(LIMITS)
+
+# Autograde one filled-in copy and print the score per task: make grade NB=path/to/00_resnet_baseline.ipynb [STUDENT=id]
 grade: install
-	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/<notebook>.ipynb (a filled-in student copy)" >&2; exit 2; }
-	$(PY) -m dyninf.classroom grade "$(NB)"
+	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/<notebook>.ipynb [STUDENT=id] (a filled-in student copy)" >&2; exit 2; }
+	$(PY) -m dyninf.classroom grade "$(NB)" --student "$(STUDENT)" $(LIMITS)
+
+# The answers in words, graded by hand: JupyterLab in the course folder, menu Nbgrader > Formgrader.
+formgrader: install
+	cd build/nbgrader && $(abspath $(VENV))/bin/jupyter lab --ip=127.0.0.1
+
+# nbgrader's grades.csv again, after grading by hand (make autograde writes it too).
+export: install
+	$(PY) -m dyninf.classroom export
 
 # Measured speed-up of skipped execution over the plain network (random decisions and every trained
 # decider in runs/$(PROFILE)/), beside the ideal one from MACs: a table, build/bench/*.json and .png.

@@ -1,4 +1,7 @@
-"""The classroom edition: graded tasks in the instructor's notebooks, student copies made by nbgrader."""
+"""The classroom edition: graded tasks in the instructor's notebooks, student copies made by nbgrader
+that hand out no answer, checks that a library-calling answer cannot pass, and grading a class."""
+import ast
+import csv
 import re
 import subprocess
 import sys
@@ -10,11 +13,16 @@ nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner
 pytest.importorskip("nbgrader", reason="nbgrader is not installed here")
 
 from conftest import set_to_the_tiny_profile  # noqa: E402
-from dyninf.classroom import (HIDDEN_TEST_MARKERS, SOLUTION_MARKERS, TaskScore, generate_student_copies,  # noqa: E402
-                              graded_cells, grade, main, score_table)
+from dyninf.classroom import (HIDDEN_TEST_MARKERS, SOLUTION_MARKERS, STUDENT_COPY, as_handed_out,  # noqa: E402
+                              generate_student_copies, grade, main)
 from dyninf.course import CHECKED_OUTPUT_TAG, notebooks_in_order  # noqa: E402
+from dyninf.grading import (CellTimeLimits, GradedNotebook, TaskScore, graded_cells, reason_of,  # noqa: E402
+                            score_table)
+from dyninf.tasks import LIBRARY_ANSWERS, library_object  # noqa: E402
+from task_answers import DELEGATING, WRONG  # noqa: E402
 
 NOTEBOOKS = notebooks_in_order()
+STUB = "    # YOUR CODE HERE\n    raise NotImplementedError()\n"
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +47,17 @@ def _between(text: str, markers: tuple[str, str]) -> list[str]:
     return re.findall(rf"{begin}\n(.*?){end}", text, flags=re.S)
 
 
+def _tasks(nb) -> list[tuple]:
+    """(solution cell, its test cell) of every graded task of ``nb``, in order."""
+    cells = graded_cells(nb)
+    tests = {c.grade_id: c for c in cells if c.kind == "tests"}
+    return [(c, tests[f"{c.grade_id}-tests"]) for c in cells if c.kind == "solution"]
+
+
+TASKS = [(notebook, position, solution.grade_id) for notebook in NOTEBOOKS
+         for position, (solution, _) in enumerate(_tasks(nbformat.read(notebook, as_version=4)))]
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_notebook_has_three_graded_tasks_each_a_solution_then_its_tests(notebook):
     nb = nbformat.read(notebook, as_version=4)
@@ -58,6 +77,53 @@ def test_every_notebook_has_three_graded_tasks_each_a_solution_then_its_tests(no
     assert len({c.grade_id for c in cells}) == len(cells), "grade ids must be unique"
 
 
+def test_every_graded_task_names_its_library_answers_and_its_hidden_checks_disable_them():
+    tasks = [grade_id for _, _, grade_id in TASKS]
+    assert sorted(tasks) == sorted(LIBRARY_ANSWERS), "one entry per graded task, no more"
+    for notebook in NOTEBOOKS:
+        nb = nbformat.read(notebook, as_version=4)
+        for solution, tests in _tasks(nb):
+            hidden = _between(nb.cells[tests.index].source, HIDDEN_TEST_MARKERS)[0]
+            assert f'with library_answers_disabled("{solution.grade_id}"):' in hidden, solution.grade_id
+            for dotted in LIBRARY_ANSWERS[solution.grade_id]:
+                assert callable(library_object(dotted)), dotted
+
+
+@pytest.mark.parametrize("notebook, position, task", TASKS, ids=[t[2] for t in TASKS])
+def test_each_task_passes_its_model_solution_and_fails_a_blank_a_library_calling_and_a_wrong_answer(
+        notebook, position, task, student_copies):
+    # The solution cell and its checks (hidden ones included), run as grading runs them, after the
+    # model solutions of the notebook's earlier tasks (a task may use one: Improved SemHash uses the
+    # saturating sigmoid), with the notebook's libraries imported. Nothing else of the notebook is
+    # needed: the rest of it does not use what a student writes (below).
+    instructor = nbformat.read(notebook, as_version=4)
+    handed_out = nbformat.read(student_copies[notebook.name], as_version=4)
+    tasks = _tasks(instructor)
+    solution, tests = tasks[position]
+
+    def outcome(answer: str) -> str:
+        namespace: dict = {}
+        exec("import numpy as np\nimport pandas as pd\nimport torch\n", namespace)
+        for earlier, _ in tasks[:position]:
+            exec(instructor.cells[earlier.index].source, namespace)
+        try:
+            exec(answer, namespace)
+            exec(instructor.cells[tests.index].source, namespace)
+        except Exception as error:   # what grading reports as the reason
+            return f"{type(error).__name__}: {error}"
+        return "passed"
+
+    assert outcome(instructor.cells[solution.index].source) == "passed", "the model solution"
+    blank = handed_out.cells[solution.index].source
+    assert "raise NotImplementedError()" in blank and outcome(blank) != "passed", "the copy as handed out"
+    for answer in DELEGATING[task]:
+        assert outcome(answer) != "passed", f"an answer that calls the library passed:\n{answer}"
+    assert any(outcome(answer).startswith("LibraryAnswerCalled") for answer in DELEGATING[task]) or \
+        task == "02-gumbel-gate", "the library's answer was reached, and refused"   # AIGGates draws its own noise
+    for answer in WRONG[task]:
+        assert outcome(answer) != "passed", f"a wrong answer passed:\n{answer}"
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_the_rest_of_the_notebook_does_not_use_what_a_student_writes(notebook):
     # A student's unfinished task must fail its own cells only: nothing outside the graded cells
@@ -70,6 +136,59 @@ def test_the_rest_of_the_notebook_does_not_use_what_a_student_writes(notebook):
         if cell.cell_type == "code" and index not in graded:
             used = defined & set(re.findall(r"\w+", cell.source))
             assert not used, f"{notebook.name}: cell {index} uses {used}, which the student writes"
+
+
+def _answers() -> dict:
+    """Every graded task's library answers, as objects, with the task's id."""
+    return {library_object(dotted): task for task, names in LIBRARY_ANSWERS.items() for dotted in names}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_student_copy_shows_and_imports_no_library_answer_and_says_it_is_the_students(notebook, student_copies):
+    import importlib
+
+    answers = _answers()
+    qualified = {f"{getattr(a, '__qualname__')}" for a in answers}
+    student = nbformat.read(student_copies[notebook.name], as_version=4)
+    for number, cell in enumerate(student.cells):
+        assert STUDENT_COPY not in cell.metadata
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(re.sub(r"^[%!].*$", "", cell.source, flags=re.M))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dyninf"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    imported = getattr(module, alias.name)
+                    task = next((task for answer, task in answers.items() if answer is imported), None)
+                    assert task is None, f"{notebook.name}, cell {number} imports {alias.name}, the answer to {task}"
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("show_source", "source_markdown"):
+                for argument in map(ast.unparse, node.args):
+                    shown = [q for q in qualified if argument == q or argument.endswith("." + q)]
+                    assert not shown, f"{notebook.name}, cell {number} shows the library's {argument}"
+    assert student.cells[1].source.startswith("> **Your copy.**")
+    instructor = nbformat.read(notebook, as_version=4)
+    assert instructor.cells[1].source.startswith("> **The instructor's copy, with the answers.**")
+
+
+def test_the_instructors_copies_show_the_library_answers_only_in_cells_with_a_student_version():
+    # the other way round: whatever shows the library's answers is handed out as something else
+    qualified = {a.__qualname__ for a in _answers()}
+    for notebook in NOTEBOOKS:
+        nb = nbformat.read(notebook, as_version=4)
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type == "code" and "show_source(" in cell.source and \
+                    any(re.search(rf"\b{re.escape(q)}\b", cell.source) for q in qualified):
+                assert STUDENT_COPY in cell.metadata, f"{notebook.name}, cell {index}"
+
+
+def test_a_cell_is_handed_out_as_its_student_version_says():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("show_source(answer)"),
+                                         nbformat.v4.new_markdown_cell("kept")])
+    nb.cells[0].metadata[STUDENT_COPY] = {"cell_type": "markdown", "source": "*(shown in the instructor's copy)*"}
+    handed_out = as_handed_out(nb)
+    assert [(c.cell_type, c.source) for c in handed_out.cells] == [
+        ("markdown", "*(shown in the instructor's copy)*"), ("markdown", "kept")]
+    assert handed_out.cells[0].id == nb.cells[0].id and STUDENT_COPY in nb.cells[0].metadata   # the original stays
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
@@ -87,12 +206,14 @@ def test_a_student_copy_holds_no_solution_and_no_hidden_test(notebook, student_c
         if cell.kind == "solution":
             assert "raise NotImplementedError()" in handed_out, cell.grade_id
     assert all(not cell.get("outputs") for cell in student.cells), "outputs are cleared"
-    # every cell that is not graded is handed out as the instructor wrote it
+    # every cell that is not graded is handed out as the instructor wrote it, or as its student version says
     assert len(student.cells) == len(instructor.cells)
     graded = {c.index for c in graded_cells(instructor)}
     for index, (mine, theirs) in enumerate(zip(instructor.cells, student.cells)):
         if index not in graded:
-            assert mine.source == theirs.source, f"{notebook.name}: cell {index} changed"
+            expected = mine.metadata.get(STUDENT_COPY, {"cell_type": mine.cell_type, "source": mine.source})
+            assert (theirs.cell_type, theirs.source) == (expected["cell_type"], expected["source"]), \
+                f"{notebook.name}: cell {index} changed"
 
 
 def _handed_out_in_the_tiny_profile(notebook, student_copy, folder):
@@ -103,6 +224,7 @@ def _handed_out_in_the_tiny_profile(notebook, student_copy, folder):
         if CHECKED_OUTPUT_TAG in theirs.metadata.get("tags", []):
             handed_out.outputs, handed_out.execution_count = theirs.outputs, theirs.execution_count
     set_to_the_tiny_profile(student)
+    folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(student, folder / notebook.name)
     return folder / notebook.name
 
@@ -127,7 +249,10 @@ def test_each_student_copy_run_as_handed_out_fails_exactly_its_graded_cells_and_
     checked_anywhere = set()
     for notebook in NOTEBOOKS:
         instructor = nbformat.read(notebook, as_version=4)
-        code_cells = [i for i, cell in enumerate(instructor.cells) if cell.cell_type == "code"]
+        handed_out = nbformat.read(student_copies[notebook.name], as_version=4)
+        # nbval numbers the code cells of the copy it runs (a cell the instructor's copy has as
+        # code may be handed out as text)
+        code_cells = [i for i, cell in enumerate(handed_out.cells) if cell.cell_type == "code"]
         kinds = {c.index: c.kind for c in graded_cells(instructor)}
         checked = {i for i in code_cells if CHECKED_OUTPUT_TAG in instructor.cells[i].metadata.get("tags", [])}
         failed = {index for number, index in enumerate(code_cells)
@@ -142,47 +267,165 @@ def test_each_student_copy_run_as_handed_out_fails_exactly_its_graded_cells_and_
     assert len(checked_anywhere) >= 4, checked_anywhere   # e.g. notebook 00's parameter and MACs table
 
 
-def test_the_score_table_totals_the_autograded_tasks_and_counts_the_answers_left():
-    scores = [TaskScore("00-conv-macs-tests", 2, 2, False), TaskScore("00-option-a-shortcut-tests", 0, 2, False),
+def test_the_score_table_totals_the_autograded_tasks_gives_each_failure_its_reason_and_counts_the_answers_left():
+    scores = [TaskScore("00-conv-macs-tests", 2, 2, False),
+              TaskScore("00-option-a-shortcut-tests", 0, 2, False, reason="the check: AssertionError: zeros"),
               TaskScore("00-exercise-1", 0, 1, True), TaskScore("00-exercise-2", 0, 1, True, answered=False)]
     table = score_table(scores)
     assert "| 00-conv-macs-tests | 2 | 2 | passed |" in table
-    assert "| 00-option-a-shortcut-tests | 0 | 2 | failed |" in table
+    assert "| 00-option-a-shortcut-tests | 0 | 2 | failed: the check: AssertionError: zeros |" in table
     assert "| 00-exercise-1 |  | 1 | to grade by hand |" in table
     assert "| 00-exercise-2 | 0 | 1 | no answer |" in table
     assert "| **autograded total** | **2** | **4** | 1 answers to grade by hand |" in table
+    assert GradedNotebook("ada", "00.ipynb", scores, did_not_run="code cell 2: ValueError").autograded_score == 0
 
 
-def test_grading_something_that_is_not_a_course_notebook_says_what_it_expected(tmp_path, capsys):
+def test_a_failed_cell_is_explained_in_one_line():
+    assert reason_of({"ename": "AssertionError", "evalue": "d = 1: ReLU(s + F)"}) == "AssertionError: d = 1: ReLU(s + F)"
+    bare = {"ename": "AssertionError", "evalue": "", "traceback": [
+        "\x1b[0;31m----> 3\x1b[0m \x1b[38;5;28;01massert\x1b[39;00m conv_macs(2, 3, 1, 1, 1) == 6", "AssertionError: "]}
+    assert reason_of(bare) == "AssertionError at assert conv_macs(2, 3, 1, 1, 1) == 6"
+    assert reason_of({"ename": "NotImplementedError", "evalue": ""}).startswith("not written yet")
+    assert reason_of({"ename": "CellTimeoutError", "evalue": CellTimeLimits(5, 9).message()}).startswith(
+        "the cell ran past its time limit and was stopped (5 s for a task's cells, 9 s")
+    assert reason_of({"ename": "TypeError", "evalue": "bad operand"}) == "TypeError: bad operand"
+
+
+def test_time_limits_are_whole_seconds_and_a_tasks_cells_get_their_own():
+    limits = CellTimeLimits(7, 900)
+    assert limits({"metadata": {"nbgrader": {"solution": True}}}) == 7
+    assert limits({"metadata": {"nbgrader": {"grade": True}}}) == 7
+    assert limits({"metadata": {}}) == 900
+    for wrong in (0, -1, 2.5, "60"):
+        with pytest.raises(ValueError, match="task_seconds must be a whole number of seconds"):
+            CellTimeLimits(wrong, 900)
+
+
+def test_grading_something_that_is_not_a_course_notebook_or_a_student_id_that_is_no_name_says_what_it_expected(
+        tmp_path, capsys):
     with pytest.raises(ValueError, match="a student copy of one of the course's notebooks"):
         grade(tmp_path / "homework.ipynb", root=tmp_path)
     assert main(["grade", str(tmp_path / "00_resnet_baseline.ipynb"), "--folder", str(tmp_path)]) == 2
     assert "no notebook at" in capsys.readouterr().err
+    (tmp_path / "00_resnet_baseline.ipynb").write_text("{}")
+    for student in ("../../victim", "a b", "", "ada/01"):
+        assert main(["grade", str(tmp_path / "00_resnet_baseline.ipynb"), "--student", student,
+                     "--folder", str(tmp_path / "nbgrader")]) == 2
+        assert "a student id is letters, digits, '-' and '_' only" in capsys.readouterr().err
+    assert not (tmp_path / "nbgrader").exists(), "nothing was written before the id was checked"
+    handed_in = tmp_path / "handed-in"
+    (handed_in / "ada").mkdir(parents=True)
+    (handed_in / "ada" / "homework.ipynb").write_text("{}")
+    assert main(["collect", str(handed_in), "--folder", str(tmp_path / "nbgrader")]) == 2
+    assert "expected a course notebook named as handed out" in capsys.readouterr().err
+
+
+def _answered(handed_out, instructor, answers: dict) -> None:
+    """``handed_out`` with the solution cells of the tasks in ``answers`` (grade id -> the whole
+    cell, or "model" for the instructor's solution) replaced."""
+    for solution, _ in _tasks(instructor):
+        if solution.grade_id in answers:
+            answer = answers[solution.grade_id]
+            handed_out.cells[solution.index].source = (instructor.cells[solution.index].source
+                                                       if answer == "model" else answer)
 
 
 @pytest.mark.notebook
-def test_grading_a_copy_with_one_task_done_scores_that_task_and_fails_the_others(student_copies, nbgrader_root,
-                                                                                  tmp_path, capsys):
-    # make grade's command, on notebook 00 as a student hands it in: task 1 written, the rest blank
-    # (in the tiny profile, which a student may set in the parameters cell: nbgrader keeps that cell)
-    notebook = NOTEBOOKS[0]
-    instructor = nbformat.read(notebook, as_version=4)
-    handed_in = nbformat.read(_handed_out_in_the_tiny_profile(notebook, student_copies[notebook.name], tmp_path),
-                              as_version=4)
-    task = next(c for c in graded_cells(instructor) if c.kind == "solution")
-    answer = _between(instructor.cells[task.index].source, SOLUTION_MARKERS)[0]
-    stub = "    # YOUR CODE HERE\n    raise NotImplementedError()\n"
-    assert stub in handed_in.cells[task.index].source + "\n"
-    handed_in.cells[task.index].source = (handed_in.cells[task.index].source + "\n").replace(stub, answer)
-    nbformat.write(handed_in, tmp_path / notebook.name)
+def test_a_class_grades_into_one_gradebook_with_reasons_time_limits_feedback_and_csv(student_copies, nbgrader_root,
+                                                                                      tmp_path, capfd):
+    # Three students hand in notebooks 00 and 01 (tiny profile, as a student may set it): ada with
+    # the model solutions, bo with answers that only call the library, cy with a task that loops
+    # forever, a wrong one and a blank one in 00, and a misspelt profile in 01, so that 01 never runs.
+    handed_in = tmp_path / "handed-in"
+    first, second = NOTEBOOKS[0], NOTEBOOKS[1]
+    for student in ("ada", "bo", "cy"):
+        for notebook in (first, second):
+            path = _handed_out_in_the_tiny_profile(notebook, student_copies[notebook.name], handed_in / student)
+            instructor, copy = nbformat.read(notebook, as_version=4), nbformat.read(path, as_version=4)
+            tasks = [solution.grade_id for solution, _ in _tasks(instructor)]
+            if student == "ada":
+                _answered(copy, instructor, dict.fromkeys(tasks, "model"))
+            elif student == "bo":
+                _answered(copy, instructor, {task: DELEGATING[task][0] for task in tasks})
+            elif notebook == first:
+                looping = instructor.cells[_tasks(instructor)[0][0].index].source.replace(
+                    _between(instructor.cells[_tasks(instructor)[0][0].index].source, SOLUTION_MARKERS)[0],
+                    "    while True:\n        pass\n")
+                _answered(copy, instructor, {tasks[0]: looping, tasks[1]: WRONG[tasks[1]][0]})
+            else:
+                parameters = next(c for c in copy.cells if "parameters" in c.metadata.get("tags", []))
+                parameters.source = parameters.source.replace('profile = "tiny"', 'profile = "quik"')
+            nbformat.write(copy, path)
 
-    assert main(["grade", str(tmp_path / notebook.name), "--student", "ada", "--folder", str(nbgrader_root)]) == 1
-    table = capsys.readouterr().out
-    tests = [c for c in graded_cells(instructor) if c.kind == "tests"]
-    assert f"| {tests[0].grade_id} | {tests[0].points:g} | {tests[0].points:g} | passed |" in table
-    for other in tests[1:]:
-        assert f"| {other.grade_id} | 0 | {other.points:g} | failed |" in table
-    for answer in (c for c in graded_cells(instructor) if c.kind == "answer"):   # left blank: 0, nothing to grade
-        assert f"| {answer.grade_id} | 0 | {answer.points:g} | no answer |" in table
-    assert "| 0 answers to grade by hand |" in table
-    assert (nbgrader_root / "autograded" / "ada" / "course" / notebook.name).is_file()
+    assert main(["collect", str(handed_in), "--folder", str(nbgrader_root)]) == 0
+    assert main(["autograde", "--folder", str(nbgrader_root), "--task-timeout", "15"]) == 1   # cy's 01 did not run
+    out, err = capfd.readouterr()
+    assert str(tmp_path) not in out + err and "Warning" not in out + err and "warn" not in err.lower(), out + err
+    rows = list(csv.DictReader((nbgrader_root / "task-scores.csv").open()))
+    by = {(r["student"], r["notebook"], r["task"]): r for r in rows}
+    for notebook in (first, second):
+        tests = [t.grade_id for _, t in _tasks(nbformat.read(notebook, as_version=4))]
+        for task in tests:
+            assert by[("ada", notebook.name, task)]["status"] == "passed", by[("ada", notebook.name, task)]
+            bo = by[("bo", notebook.name, task)]
+            assert (bo["status"], bo["score"]) == ("failed", "0"), bo
+        assert any("called the library's" in by[("bo", notebook.name, task)]["reason"] for task in tests)
+    cy = [by[("cy", first.name, t.grade_id)] for _, t in _tasks(nbformat.read(first, as_version=4))]
+    assert [r["status"] for r in cy] == ["failed"] * 3
+    assert "ran past its time limit and was stopped (15 s" in cy[0]["reason"], cy[0]
+    assert cy[1]["reason"].startswith("the check: AssertionError") and "not written yet" in cy[2]["reason"], cy
+    did_not_run = by[("cy", second.name, "")]
+    assert did_not_run["status"] == "did not run" and "unknown profile 'quik'" in did_not_run["reason"]
+    assert "| cy | 01_stochastic_depth.ipynb | 0 |" in out and "did not run (code cell" in out
+
+    feedback = {(p.parts[-3], p.parts[-2]): p.read_text() for p in (nbgrader_root / "feedback").rglob("*.html")}
+    assert len(feedback) == 6
+    assert "ran past its time limit" in feedback[("cy", first.stem)]
+    assert "Not graded: this notebook did not run." in feedback[("cy", second.stem)]
+    grades = {(r["student_id"], r["assignment"]): r for r in csv.DictReader((nbgrader_root / "grades.csv").open())}
+    assert float(grades[("ada", first.stem)]["raw_score"]) == sum(
+        t.points for _, t in _tasks(nbformat.read(first, as_version=4)))
+    assert float(grades[("cy", second.stem)]["raw_score"]) == 0, "a notebook that did not run scores nothing"
+
+    # regrading one notebook of one student keeps everything else of the gradebook
+    capfd.readouterr()
+    assert main(["grade", str(handed_in / "bo" / first.name), "--student", "bo", "--folder", str(nbgrader_root)]) == 0
+    assert "| **autograded total** | **0** |" in capfd.readouterr().out
+    assert main(["autograde", "--folder", str(nbgrader_root)]) == 1   # nothing changed: read back, not rerun
+    out = capfd.readouterr().out
+    assert "autograding" not in out and out.count("| ada |") == 2 and "| bo | 00_resnet_baseline.ipynb | 0 |" in out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_formgrader_started_in_the_course_folder_finds_its_gradebook(student_copies, nbgrader_root):
+    # what `make formgrader` starts: nbgrader's formgrader, in the course folder, finds the
+    # gradebook through the nbgrader_config.py that `make student` writes there
+    import json
+    import time
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "jupyter", "server", "--ip=127.0.0.1", f"--port={port}",
+                               "--IdentityProvider.token=grading", "--no-browser", "--allow-root"],
+                              cwd=nbgrader_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, assignments = time.monotonic() + 60, None
+        while assignments is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/formgrader/api/assignments?token=grading",
+                                            timeout=5) as reply:
+                    assignments = json.load(reply)
+            except OSError:
+                time.sleep(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert assignments is not None, "the formgrader did not answer within a minute"
+    assert {a["name"] for a in assignments} == {n.stem for n in NOTEBOOKS}

@@ -8,7 +8,7 @@ import pytest
 # these tests are skipped there instead of stopping the whole collection. CI installs it.
 nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner) is not installed here")
 
-from dyninf.classroom import graded_cells  # noqa: E402
+from dyninf.grading import graded_cells  # noqa: E402
 from dyninf.course import CHECKED_OUTPUT_TAG, execute_notebook, notebooks_in_order, run_course  # noqa: E402
 from dyninf.paths import course_root  # noqa: E402
 
