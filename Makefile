@@ -89,6 +89,7 @@ grade: install
 
 # The answers in words, graded by hand: JupyterLab in the course folder, menu Nbgrader > Formgrader.
 formgrader: install
+	@test -f build/nbgrader/nbgrader_config.py || { echo "no course folder build/nbgrader/ yet: run make student first" >&2; exit 2; }
 	cd build/nbgrader && $(abspath $(VENV))/bin/jupyter lab --ip=127.0.0.1
 
 # nbgrader's grades.csv again, after grading by hand (make autograde writes it too).

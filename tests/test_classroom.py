@@ -429,3 +429,16 @@ def test_the_formgrader_started_in_the_course_folder_finds_its_gradebook(student
         server.wait(timeout=30)
     assert assignments is not None, "the formgrader did not answer within a minute"
     assert {a["name"] for a in assignments} == {n.stem for n in NOTEBOOKS}
+
+
+def test_the_make_targets_pass_the_time_limits_and_the_student_id_on():
+    from dyninf.paths import course_root
+
+    def planned(*args):
+        return subprocess.run(["make", "-n", *args], cwd=course_root(), capture_output=True, text=True, check=True).stdout
+
+    assert "-m dyninf.classroom autograde --task-timeout 30 --cell-timeout 1800" in planned("autograde", "TASK_TIMEOUT=30")
+    assert ('-m dyninf.classroom grade "x/00_resnet_baseline.ipynb" --student "ada" --task-timeout 60 '
+            '--cell-timeout 600') in planned("grade", "NB=x/00_resnet_baseline.ipynb", "STUDENT=ada", "CELL_TIMEOUT=600")
+    assert '-m dyninf.classroom collect "handed-in"' in planned("collect", "HANDED_IN=handed-in")
+    assert "-m dyninf.classroom export" in planned("export")
