@@ -79,8 +79,9 @@ collect: install
 
 # Autograde every submission not graded yet into one gradebook: a line per student and notebook,
 # feedback HTML, build/nbgrader/task-scores.csv (each task, its reason) and grades.csv (nbgrader's).
+# AGAIN=1: regrade the submissions graded before as well.
 autograde: install
-	$(PY) -m dyninf.classroom autograde $(LIMITS)
+	$(PY) -m dyninf.classroom autograde $(LIMITS) $(if $(AGAIN),--again)
 
 # Autograde one filled-in copy and print the score per task: make grade NB=path/to/00_resnet_baseline.ipynb [STUDENT=id]
 grade: install

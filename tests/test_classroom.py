@@ -16,6 +16,7 @@ from conftest import set_to_the_tiny_profile  # noqa: E402
 from dyninf.classroom import (HIDDEN_TEST_MARKERS, SOLUTION_MARKERS, STUDENT_COPY, as_handed_out,  # noqa: E402
                               generate_student_copies, grade, main)
 from dyninf.course import CHECKED_OUTPUT_TAG, notebooks_in_order  # noqa: E402
+from dyninf.paths import course_root  # noqa: E402
 from dyninf.grading import (CellTimeLimits, GradedNotebook, TaskScore, graded_cells, reason_of,  # noqa: E402
                             score_table)
 from dyninf.tasks import LIBRARY_ANSWERS, library_object  # noqa: E402
@@ -348,9 +349,9 @@ def test_a_class_grades_into_one_gradebook_with_reasons_time_limits_feedback_and
             elif student == "bo":
                 _answered(copy, instructor, {task: DELEGATING[task][0] for task in tasks})
             elif notebook == first:
-                looping = instructor.cells[_tasks(instructor)[0][0].index].source.replace(
-                    _between(instructor.cells[_tasks(instructor)[0][0].index].source, SOLUTION_MARKERS)[0],
-                    "    while True:\n        pass\n")
+                looping = (copy.cells[_tasks(instructor)[0][0].index].source + "\n").replace(
+                    STUB, "    while True:\n        pass\n")
+                assert "while True" in looping
                 _answered(copy, instructor, {tasks[0]: looping, tasks[1]: WRONG[tasks[1]][0]})
             else:
                 parameters = next(c for c in copy.cells if "parameters" in c.metadata.get("tags", []))
@@ -373,14 +374,18 @@ def test_a_class_grades_into_one_gradebook_with_reasons_time_limits_feedback_and
     cy = [by[("cy", first.name, t.grade_id)] for _, t in _tasks(nbformat.read(first, as_version=4))]
     assert [r["status"] for r in cy] == ["failed"] * 3
     assert "ran past its time limit and was stopped (15 s" in cy[0]["reason"], cy[0]
-    assert cy[1]["reason"].startswith("the check: AssertionError") and "not written yet" in cy[2]["reason"], cy
+    assert cy[1]["reason"].startswith("AssertionError: ") and cy[2]["reason"].startswith("not written yet"), cy
     did_not_run = by[("cy", second.name, "")]
     assert did_not_run["status"] == "did not run" and "unknown profile 'quik'" in did_not_run["reason"]
     assert "| cy | 01_stochastic_depth.ipynb | 0 |" in out and "did not run (code cell" in out
+    assert "1 of 6 notebooks did not run and were not graded (exit status 1)" in out
 
     feedback = {(p.parts[-3], p.parts[-2]): p.read_text() for p in (nbgrader_root / "feedback").rglob("*.html")}
     assert len(feedback) == 6
     assert "ran past its time limit" in feedback[("cy", first.stem)]
+    assert "KeyboardInterrupt" not in feedback[("cy", first.stem)], "the time-out says why, not the interrupt"
+    for html in feedback.values():
+        assert str(course_root()) not in html and "site-packages" not in html, "no path of the grading machine"
     assert "Not graded: this notebook did not run." in feedback[("cy", second.stem)]
     grades = {(r["student_id"], r["assignment"]): r for r in csv.DictReader((nbgrader_root / "grades.csv").open())}
     assert float(grades[("ada", first.stem)]["raw_score"]) == sum(
@@ -432,12 +437,13 @@ def test_the_formgrader_started_in_the_course_folder_finds_its_gradebook(student
 
 
 def test_the_make_targets_pass_the_time_limits_and_the_student_id_on():
-    from dyninf.paths import course_root
-
     def planned(*args):
         return subprocess.run(["make", "-n", *args], cwd=course_root(), capture_output=True, text=True, check=True).stdout
 
-    assert "-m dyninf.classroom autograde --task-timeout 30 --cell-timeout 1800" in planned("autograde", "TASK_TIMEOUT=30")
+    first_time = planned("autograde", "TASK_TIMEOUT=30")
+    assert "-m dyninf.classroom autograde --task-timeout 30 --cell-timeout 1800" in first_time
+    assert "--again" not in first_time
+    assert "-m dyninf.classroom autograde --task-timeout 60 --cell-timeout 1800 --again" in planned("autograde", "AGAIN=1")
     assert ('-m dyninf.classroom grade "x/00_resnet_baseline.ipynb" --student "ada" --task-timeout 60 '
             '--cell-timeout 600') in planned("grade", "NB=x/00_resnet_baseline.ipynb", "STUDENT=ada", "CELL_TIMEOUT=600")
     assert '-m dyninf.classroom collect "handed-in"' in planned("collect", "HANDED_IN=handed-in")

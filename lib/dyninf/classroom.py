@@ -198,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         grades = export_grades(args.folder)
         print(f"\nevery task's score and reason: {shown_path(tasks)}\nnbgrader's grades: {shown_path(grades)}"
               f"\nfeedback: {shown_path(args.folder / 'feedback')}/<student>/<notebook>/")
-        return 1 if any(r.did_not_run for r in results) else 0
+        not_run = sum(bool(r.did_not_run) for r in results)
+        if not_run:
+            print(f"\n{not_run} of {len(results)} notebooks did not run and were not graded (exit status 1)")
+        return 1 if not_run else 0
     except (ValueError, FileNotFoundError) as error:
         print(f"{args.command}: {error}", file=sys.stderr)
         return 2

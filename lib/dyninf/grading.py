@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dyninf.course import notebooks_in_order
 from dyninf.io import atomic_write_text
-from dyninf.paths import build_dir
+from dyninf.paths import build_dir, course_root
 
 TASK_SECONDS = 60       # a task's solution and check cells: they compute small cases in seconds
 CELL_SECONDS = 1800     # the notebook's own cells: training a network where none is cached takes minutes
@@ -243,7 +243,8 @@ def first_error_outside_tasks(nb) -> str:
 
 
 def task_reasons(nb) -> dict[str, str]:
-    """For each test cell's grade id: why it failed, from the task's solution cell or its checks."""
+    """For each test cell's grade id: why it failed, from the first error of the task's solution
+    cell and its checks."""
     cells = graded_cells(nb)
     by_index = {c.index: c for c in cells}
     reasons = {}
@@ -251,12 +252,10 @@ def task_reasons(nb) -> dict[str, str]:
         if cell.kind != "tests":
             continue
         solution = by_index.get(cell.index - 1)
-        errors = [(where, error_of(nb.cells[i])) for where, i in
-                  ((("your code", cell.index - 1),) if solution and solution.kind == "solution" else ())
-                  + (("the check", cell.index),)]
-        where, error = next(((w, e) for w, e in errors if e), (None, None))
+        cells = ([cell.index - 1] if solution and solution.kind == "solution" else []) + [cell.index]
+        error = next((e for e in map(error_of, (nb.cells[i] for i in cells)) if e), None)
         if error:
-            reasons[cell.grade_id] = f"{where}: {reason_of(error)}"
+            reasons[cell.grade_id] = reason_of(error)
     return reasons
 
 
@@ -301,15 +300,41 @@ def _read_back(root: Path, student: str, assignment: str, just_graded: bool) -> 
                                            reason="" if by_hand else reasons.get(grade.name, "")))
         gradebook.db.commit()
     result.scores.sort(key=lambda s: order.get(s.task, len(order)))
+    if just_graded:
+        _tidy_errors(nb)
     if just_graded and result.did_not_run:
         notice = nbformat.v4.new_markdown_cell(
             f"**Not graded: this notebook did not run.** Its {result.did_not_run} (a cell that holds no task), "
-            "so its tasks were not scored. Run it from the top on a fresh kernel, fix what stops it, and hand "
-            "it in again.")
+            "so none of its tasks earns points. Look at the parameters cell first (a misspelt `profile` stops "
+            "the notebook in its setup cell), run it from the top on a fresh kernel, fix what stops it, and "
+            "hand it in again.")
         notice["id"] = NOTICE_ID
         nb.cells.insert(0, notice)
+    if just_graded:
         atomic_write_text(path, nbformat.writes(nb))
     return result
+
+
+def _tidy_errors(nb) -> None:
+    """The errors as the student reads them in the feedback: a stopped cell's time-out without the
+    interrupt that stopped it, a refused library call in one line, paths of this machine
+    shortened (the course's relative to it, installed packages' to their package)."""
+    import site
+
+    prefixes = sorted({*site.getsitepackages(), site.getusersitepackages()}, key=len, reverse=True)
+    for cell in nb.cells:
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if any(o.get("ename") == TIMED_OUT for o in errors):
+            cell.outputs = [o for o in cell.outputs if o.get("ename") != "KeyboardInterrupt"]
+        for output in errors:
+            if output.get("ename") == "LibraryAnswerCalled":
+                output.traceback = [f"LibraryAnswerCalled: {output.get('evalue', '')}"]
+            lines = []
+            for line in output.get("traceback", []):
+                for prefix in prefixes:
+                    line = line.replace(prefix + os.sep, "")
+                lines.append(line.replace(str(course_root()) + os.sep, ""))
+            output.traceback = lines
 
 
 def autograde(root: Path | None = None, students: list[str] | None = None, assignments: list[str] | None = None,
@@ -393,7 +418,7 @@ def write_task_scores(results: list[GradedNotebook], path: Path) -> Path:
     writer.writerow(TASK_COLUMNS)
     for r in results:
         if r.did_not_run:
-            writer.writerow([r.student, r.notebook, "", 0, r.autograded_points, "did not run", r.did_not_run])
+            writer.writerow([r.student, r.notebook, "", 0, f"{r.autograded_points:g}", "did not run", r.did_not_run])
             continue
         for s in r.scores:
             writer.writerow([r.student, r.notebook, s.task, "" if s.status == "to grade by hand" else f"{s.score:g}",
