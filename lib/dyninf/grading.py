@@ -306,8 +306,7 @@ def _read_back(root: Path, student: str, assignment: str, just_graded: bool) -> 
         notice = nbformat.v4.new_markdown_cell(
             f"**Not graded: this notebook did not run.** Its {result.did_not_run} (a cell that holds no task), "
             "so none of its tasks earns points. Look at the parameters cell first (a misspelt `profile` stops "
-            "the notebook in its setup cell), run it from the top on a fresh kernel, fix what stops it, and "
-            "hand it in again.")
+            "the notebook in its setup cell), then run it from the top on a fresh kernel to see what stops it.")
         notice["id"] = NOTICE_ID
         nb.cells.insert(0, notice)
     if just_graded:
