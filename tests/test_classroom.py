@@ -149,7 +149,7 @@ def test_a_student_copy_shows_and_imports_no_library_answer_and_says_it_is_the_s
     import importlib
 
     answers = _answers()
-    qualified = {f"{getattr(a, '__qualname__')}" for a in answers}
+    qualified = {a.__qualname__ for a in answers}
     student = nbformat.read(student_copies[notebook.name], as_version=4)
     for number, cell in enumerate(student.cells):
         assert STUDENT_COPY not in cell.metadata

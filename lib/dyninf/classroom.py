@@ -60,14 +60,17 @@ def _write_nbgrader_config(root: Path, limits: CellTimeLimits) -> None:
     """So that nbgrader's own commands and the formgrader, started in ``root``, find the course."""
     atomic_write_text(root / "nbgrader_config.py", "\n".join([
         "# Written by `make student` (dyninf.classroom): nbgrader's commands and the formgrader, run in",
-        "# this folder, grade the course here, with the same time limits as `make autograde`.",
+        "# this folder, grade the course here, running each cell as `make autograde` does (dyninf must be",
+        "# importable: the course's .venv).",
         "import os",
+        "",
+        "from dyninf.grading import CellTimeLimits, execute_settings",
         "",
         "c = get_config()  # noqa: F821",
         "c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))",
         'c.CourseDirectory.course_id = "adaptive-inference"',
-        "c.Execute.interrupt_on_timeout = True",
-        f"c.Execute.timeout = {limits.cell_seconds}",
+        f"for name, value in execute_settings(CellTimeLimits({limits.task_seconds}, {limits.cell_seconds})).items():",
+        "    setattr(c.Execute, name, value)",
         ""]))
 
 
@@ -163,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--student", default="student", help="the student's id in nbgrader's gradebook")
     command("export", "nbgrader's CSV of the gradebook, with the scores given by hand")
     args = parser.parse_args(argv)
-    quiet_nbgrader()
     try:
         if args.command == "student":
             for path in generate_student_copies(args.out, root=args.folder):

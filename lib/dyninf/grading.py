@@ -28,6 +28,7 @@ TASK_SECONDS = 60       # a task's solution and check cells: they compute small 
 CELL_SECONDS = 1800     # the notebook's own cells: training a network where none is cached takes minutes
 STUDENT_ID = re.compile(r"[A-Za-z0-9_-]+")
 TIMED_OUT = "CellTimeoutError"
+ARROW = re.compile(r"^\s*-+>\s*\d*\s*")   # how an IPython traceback marks the line that raised
 NOTICE_ID = "did-not-run"   # the cell put at the top of an autograded notebook that did not run
 
 
@@ -104,26 +105,31 @@ def nbgrader_api(root: Path, limits: CellTimeLimits | None = None):
     scripts = str(Path(sys.executable).parent)
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
-    limits = limits or CellTimeLimits()
     config = Config()
     config.CourseDirectory.root = str(root)
-    config.Execute.timeout_func = limits
-    config.Execute.interrupt_on_timeout = True
-    # the kernel's own log (that it talks over TCP on 127.0.0.1 without encryption) is no news to
-    # the instructor; a student's warnings still reach the cell's output
-    config.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]
-    config.Execute.error_on_timeout = {"ename": TIMED_OUT, "evalue": limits.message(),
-                                       "traceback": [f"{TIMED_OUT}: {limits.message()}"]}
+    for name, value in execute_settings(limits or CellTimeLimits()).items():
+        setattr(config.Execute, name, value)
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+
+def execute_settings(limits: CellTimeLimits) -> dict:
+    """How nbgrader runs a submission (its ``Execute`` settings), here and in the course folder's
+    nbgrader_config.py: each cell under ``limits``, stopped with the reason when it runs past them."""
+    return {"timeout_func": limits, "interrupt_on_timeout": True,
+            "error_on_timeout": {"ename": TIMED_OUT, "evalue": limits.message(),
+                                 "traceback": [f"{TIMED_OUT}: {limits.message()}"]},
+            # the kernel's own log (that it talks over TCP on 127.0.0.1 without encryption) is no
+            # news to the instructor; a student's warnings still reach the cell's output
+            "extra_arguments": ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]}
+
+
+class GradingError(RuntimeError):
+    """nbgrader could not do what was asked (not a student's mistake)."""
 
 
 def check_result(result: dict, what: str) -> None:
     if not result.get("success"):
         raise GradingError(f"nbgrader could not {what}:\n{result.get('error', '')}\n{result.get('log', '')}")
-
-
-class GradingError(RuntimeError):
-    """nbgrader could not do what was asked (not a student's mistake)."""
 
 
 def quiet_nbgrader() -> None:
@@ -132,7 +138,6 @@ def quiet_nbgrader() -> None:
     from sqlalchemy.exc import SAWarning
 
     warnings.filterwarnings("ignore", category=SAWarning)
-    warnings.filterwarnings("ignore", message=r".*(not encrypted|unencrypted|message signing).*")
 
 
 # --- collecting ---------------------------------------------------------------------------------
@@ -189,9 +194,9 @@ def reason_of(error: dict) -> str:
         return value
     if name == "AssertionError" and not value:
         # the failing line: the last line the traceback marks with an arrow
-        marked = [line for frame in error.get("traceback", []) for line in _clean(frame).splitlines()
-                  if line.lstrip().startswith("---->") or line.lstrip().startswith("->")]
-        return "AssertionError at " + re.sub(r"^\s*-+>\s*\d*\s*", "", marked[-1]) if marked else "AssertionError"
+        marked = [ARROW.sub("", line) for frame in error.get("traceback", []) for line in _clean(frame).splitlines()
+                  if ARROW.match(line)]
+        return f"AssertionError at {marked[-1]}" if marked else "AssertionError"
     return f"{name}: {value}" if value else name
 
 
@@ -252,8 +257,8 @@ def task_reasons(nb) -> dict[str, str]:
         if cell.kind != "tests":
             continue
         solution = by_index.get(cell.index - 1)
-        cells = ([cell.index - 1] if solution and solution.kind == "solution" else []) + [cell.index]
-        error = next((e for e in map(error_of, (nb.cells[i] for i in cells)) if e), None)
+        task = ([cell.index - 1] if solution and solution.kind == "solution" else []) + [cell.index]
+        error = next((e for e in map(error_of, (nb.cells[i] for i in task)) if e), None)
         if error:
             reasons[cell.grade_id] = reason_of(error)
     return reasons
@@ -302,14 +307,14 @@ def _read_back(root: Path, student: str, assignment: str, just_graded: bool) -> 
     result.scores.sort(key=lambda s: order.get(s.task, len(order)))
     if just_graded:
         _tidy_errors(nb)
-    if just_graded and result.did_not_run:
-        notice = nbformat.v4.new_markdown_cell(
-            f"**Not graded: this notebook did not run.** Its {result.did_not_run} (a cell that holds no task), "
-            "so none of its tasks earns points. Look at the parameters cell first (a misspelt `profile` stops "
-            "the notebook in its setup cell), then run it from the top on a fresh kernel to see what stops it.")
-        notice["id"] = NOTICE_ID
-        nb.cells.insert(0, notice)
-    if just_graded:
+        if result.did_not_run:
+            notice = nbformat.v4.new_markdown_cell(
+                f"**Not graded: this notebook did not run.** Its {result.did_not_run} (a cell that holds no "
+                "task), so none of its tasks earns points. Look at the parameters cell first (a misspelt "
+                "`profile` stops the notebook in its setup cell), then run it from the top on a fresh kernel "
+                "to see what stops it.")
+            notice["id"] = NOTICE_ID
+            nb.cells.insert(0, notice)
         atomic_write_text(path, nbformat.writes(nb))
     return result
 
@@ -360,8 +365,8 @@ def autograde(root: Path | None = None, students: list[str] | None = None, assig
     for student, assignment in submissions(root):
         if (students and student not in students) or (assignments and assignment not in assignments):
             continue
-        submitted, graded = root / "submitted" / student / assignment / names[assignment], \
-            _graded_path(root, student, assignment)
+        submitted = root / "submitted" / student / assignment / names[assignment]
+        graded = _graded_path(root, student, assignment)
         if again or not graded.is_file() or graded.stat().st_mtime < submitted.stat().st_mtime:
             if progress:
                 progress(f"autograding {student}'s {names[assignment]}")
