@@ -66,10 +66,15 @@ student: install
 
 # Grading. Exit status 0 when grading worked (whatever the scores), 1 when a notebook could not be
 # graded (it did not run), 2 for a wrong argument. A task's cells may run $(TASK_TIMEOUT) s, the
-# notebook's other cells $(CELL_TIMEOUT) s (a training where no network is cached), then they are stopped.
+# notebook's other cells $(CELL_TIMEOUT) s (a training where no network is cached), the whole notebook
+# $(NOTEBOOK_TIMEOUT) s, then they are stopped; its kernel may use $(MEMORY_GIB) GiB (0: no limit). Each
+# notebook runs confined by bubblewrap where it is installed (dyninf/sandbox.py; README says what that protects).
 TASK_TIMEOUT ?= 60
 CELL_TIMEOUT ?= 1800
-LIMITS := --task-timeout $(TASK_TIMEOUT) --cell-timeout $(CELL_TIMEOUT)
+NOTEBOOK_TIMEOUT ?= 3600
+MEMORY_GIB ?= 8
+LIMITS := --task-timeout $(TASK_TIMEOUT) --cell-timeout $(CELL_TIMEOUT) --notebook-timeout $(NOTEBOOK_TIMEOUT) \
+	--memory-gib $(MEMORY_GIB)
 STUDENT ?= student
 
 # Copy handed-in notebooks (HANDED_IN/<student>/<notebook>.ipynb) into build/nbgrader/submitted/.

@@ -99,11 +99,30 @@ def test_masked_mode_is_differentiable_in_the_decisions():
     assert decisions.grad is not None and decisions.grad.abs().sum() > 0
 
 
-def test_skipped_mode_trains():
-    net = cifar_resnet(8).train()
+def test_skipped_mode_refuses_what_it_cannot_compute_as_masked_mode_does():
     decisions = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=torch.float32)
-    net(_images(4), decisions=decisions, mode="skipped").sum().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.blocks[1].parameters())
+    net = cifar_resnet(8).train()
+    # train mode: batch norm would see only the images that run a block
+    with pytest.raises(ValueError, match="train mode.*masked mode"):
+        net(_images(4), decisions=decisions, mode="skipped")
+    net.eval()
+    wanted = decisions.clone().requires_grad_()
+    # masked mode gives a skipped image's decision the residual's gradient; skipped mode would give 0
+    net(_images(4), decisions=wanted, mode="masked").sum().backward()
+    assert (wanted.grad[decisions == 0] != 0).all()
+    with pytest.raises(ValueError, match="carry a gradient.*masked mode"):
+        net(_images(4), decisions=wanted, mode="skipped")
+    with pytest.raises(ValueError, match="block 1 carry a gradient"):   # a decider's, block by block
+        net(_images(4), mode="skipped", decisions=lambda index, x: wanted[:, index] if index == 1 else None)
+    images = _images(4)
+    with torch.no_grad():   # inference: the same numbers in both modes
+        assert torch.allclose(net(images, decisions=wanted, mode="skipped"),
+                              net(images, decisions=wanted, mode="masked"), atol=1e-5)
+    # the same number for the whole batch (stochastic depth's batch mode) trains in skipped mode
+    net.zero_grad(set_to_none=True)
+    net.train()(_images(4), decisions=lambda index, x: 0.0 if index == 1 else None, mode="skipped").sum().backward()
+    assert all(p.grad is None for p in net.blocks[1].parameters())
+    assert all(p.grad is not None for p in net.blocks[2].parameters())
 
 
 def test_a_decider_sees_each_block_input_and_its_choices_are_returned():
@@ -172,8 +191,12 @@ def test_bad_mode_images_and_decisions_are_clear_errors():
         net(_images(), mode="dropped")
     with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
         net(torch.randn(3, 32, 32))
-    with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
+    with pytest.raises(ValueError, match=r"got uint8 images of shape \(2, 3, 32, 32\).*model_inputs"):
         net(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="images are float64, the network's weights float32"):
+        net(_images().double())
+    with pytest.raises(ValueError, match="NaN or inf"):
+        net(torch.full((2, 3, 32, 32), float("nan")))
     with pytest.raises(TypeError, match="decisions must be None"):
         net(_images(), decisions=[[1, 0, 1]])
 
@@ -252,7 +275,7 @@ def test_decisions_on_another_device_than_the_images_are_a_clear_error_in_every_
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_decisions_or_gates_that_are_not_finite_are_a_clear_error(bad):
-    net = cifar_resnet(8)
+    net = cifar_resnet(8).eval()
     decisions = torch.ones(6, 3)
     decisions[2, 1] = bad
     gates = torch.ones(6, net.num_filter_gates)

@@ -5,6 +5,7 @@ import csv
 import re
 import subprocess
 import sys
+import textwrap
 from xml.etree import ElementTree
 
 import pytest
@@ -17,7 +18,8 @@ from dyninf.classroom import (HIDDEN_TEST_MARKERS, SOLUTION_MARKERS, STUDENT_COP
                               generate_student_copies, grade, main)
 from dyninf.course import CHECKED_OUTPUT_TAG, notebooks_in_order  # noqa: E402
 from dyninf.paths import course_root  # noqa: E402
-from dyninf.grading import (CellTimeLimits, GradedNotebook, TaskScore, graded_cells, reason_of,  # noqa: E402
+from dyninf.sandbox import confinement_problem  # noqa: E402
+from dyninf.grading import (GradingLimits, GradedNotebook, TaskScore, graded_cells, reason_of,  # noqa: E402
                             score_table)
 from dyninf.tasks import LIBRARY_ANSWERS, library_object  # noqa: E402
 from task_answers import DELEGATING, WRONG  # noqa: E402
@@ -287,19 +289,31 @@ def test_a_failed_cell_is_explained_in_one_line():
         "\x1b[0;31m----> 3\x1b[0m \x1b[38;5;28;01massert\x1b[39;00m conv_macs(2, 3, 1, 1, 1) == 6", "AssertionError: "]}
     assert reason_of(bare) == "AssertionError at assert conv_macs(2, 3, 1, 1, 1) == 6"
     assert reason_of({"ename": "NotImplementedError", "evalue": ""}).startswith("not written yet")
-    assert reason_of({"ename": "CellTimeoutError", "evalue": CellTimeLimits(5, 9).message()}).startswith(
+    assert reason_of({"ename": "CellTimeoutError", "evalue": GradingLimits(5, 9).message()}).startswith(
         "the cell ran past its time limit and was stopped (5 s for a task's cells, 9 s")
     assert reason_of({"ename": "TypeError", "evalue": "bad operand"}) == "TypeError: bad operand"
 
 
-def test_time_limits_are_whole_seconds_and_a_tasks_cells_get_their_own():
-    limits = CellTimeLimits(7, 900)
+def test_time_limits_are_whole_seconds_a_tasks_cells_get_their_own_and_no_cell_outlasts_the_notebooks(monkeypatch):
+    limits = GradingLimits(7, 900, 1000)
     assert limits({"metadata": {"nbgrader": {"solution": True}}}) == 7
     assert limits({"metadata": {"nbgrader": {"grade": True}}}) == 7
     assert limits({"metadata": {}}) == 900
-    for wrong in (0, -1, 2.5, "60"):
+    now = [100.0]
+    monkeypatch.setattr("dyninf.grading.time.monotonic", lambda: now[0])
+    limits.start_notebook(notebook=None)   # nbclient's on_notebook_start
+    now[0] += 400.5
+    assert limits({"metadata": {}}) == 600 and limits({"metadata": {"nbgrader": {"grade": True}}}) == 7
+    now[0] += 600
+    assert limits({"metadata": {}}) == 1   # the notebook's time is spent: every later cell stops at once
+    assert "1000 s for the whole notebook" in limits.message()
+    for wrong in (0, -1, 2.5, "60", True):
         with pytest.raises(ValueError, match="task_seconds must be a whole number of seconds"):
-            CellTimeLimits(wrong, 900)
+            GradingLimits(wrong, 900)
+    with pytest.raises(ValueError, match="notebook_seconds must be"):
+        GradingLimits(7, 900, 0)
+    with pytest.raises(ValueError, match="memory_gib must be a number of GiB"):
+        GradingLimits(memory_gib=-1)
 
 
 def test_grading_something_that_is_not_a_course_notebook_or_a_student_id_that_is_no_name_says_what_it_expected(
@@ -314,6 +328,16 @@ def test_grading_something_that_is_not_a_course_notebook_or_a_student_id_that_is
                      "--folder", str(tmp_path / "nbgrader")]) == 2
         assert "a student id is letters, digits, '-' and '_' only" in capsys.readouterr().err
     assert not (tmp_path / "nbgrader").exists(), "nothing was written before the id was checked"
+    (tmp_path / "00_resnet_baseline.ipynb").write_text("print('my answers')\n")   # a text file, renamed
+    assert main(["grade", str(tmp_path / "00_resnet_baseline.ipynb"), "--folder", str(tmp_path / "nbgrader")]) == 2
+    err = capsys.readouterr().err
+    assert "00_resnet_baseline.ipynb is not a Jupyter notebook (" in err and len(err.splitlines()) == 1, err
+    (tmp_path / "handed-in" / "bo").mkdir(parents=True)
+    (tmp_path / "00_resnet_baseline.ipynb").rename(tmp_path / "handed-in" / "bo" / "00_resnet_baseline.ipynb")
+    assert main(["collect", str(tmp_path / "handed-in"), "--folder", str(tmp_path / "nbgrader")]) == 2
+    assert "is not a Jupyter notebook" in capsys.readouterr().err
+    assert not (tmp_path / "nbgrader").exists()
+    (tmp_path / "handed-in" / "bo" / "00_resnet_baseline.ipynb").unlink()
     handed_in = tmp_path / "handed-in"
     (handed_in / "ada").mkdir(parents=True)
     (handed_in / "ada" / "homework.ipynb").write_text("{}")
@@ -339,8 +363,26 @@ def test_a_class_grades_into_one_gradebook_with_reasons_time_limits_feedback_and
     # forever, a wrong one and a blank one in 00, and a misspelt profile in 01, so that 01 never runs.
     handed_in = tmp_path / "handed-in"
     first, second = NOTEBOOKS[0], NOTEBOOKS[1]
-    for student in ("ada", "bo", "cy"):
-        for notebook in (first, second):
+    # eve hands in 00 only: her first task looks for the instructor's notebooks and nbgrader's
+    # source (the hidden tests), and tries to write beside the course; her second asks for more
+    # memory than the kernel has
+    confined = not confinement_problem()
+    escaped = course_root().parent / f"escaped-{tmp_path.name}.txt"
+    hostile = textwrap.dedent(f"""
+        import glob, pathlib
+        from dyninf.paths import course_root
+        seen = [path for pattern in ("notebooks/*.ipynb", ".git/*", "build/**/*.ipynb")
+                for path in glob.glob(str(course_root() / pattern), recursive=True)]
+        seen += glob.glob({str(nbgrader_root)!r} + "/source/**/*.ipynb", recursive=True)
+        try:
+            pathlib.Path({str(escaped)!r}).write_text("out")
+            seen.append("wrote beside the course")
+        except OSError:
+            pass
+        raise AssertionError(f"saw {{seen}}")
+    """)
+    for student in ("ada", "bo", "cy", "eve"):
+        for notebook in (first, second) if student != "eve" else (first,) if confined else ():
             path = _handed_out_in_the_tiny_profile(notebook, student_copies[notebook.name], handed_in / student)
             instructor, copy = nbformat.read(notebook, as_version=4), nbformat.read(path, as_version=4)
             tasks = [solution.grade_id for solution, _ in _tasks(instructor)]
@@ -348,6 +390,8 @@ def test_a_class_grades_into_one_gradebook_with_reasons_time_limits_feedback_and
                 _answered(copy, instructor, dict.fromkeys(tasks, "model"))
             elif student == "bo":
                 _answered(copy, instructor, {task: DELEGATING[task][0] for task in tasks})
+            elif student == "eve":
+                _answered(copy, instructor, {tasks[0]: hostile, tasks[1]: "block = bytearray(5 * 2**30)\n"})
             elif notebook == first:
                 looping = (copy.cells[_tasks(instructor)[0][0].index].source + "\n").replace(
                     STUB, "    while True:\n        pass\n")
@@ -359,7 +403,8 @@ def test_a_class_grades_into_one_gradebook_with_reasons_time_limits_feedback_and
             nbformat.write(copy, path)
 
     assert main(["collect", str(handed_in), "--folder", str(nbgrader_root)]) == 0
-    assert main(["autograde", "--folder", str(nbgrader_root), "--task-timeout", "15"]) == 1   # cy's 01 did not run
+    assert main(["autograde", "--folder", str(nbgrader_root), "--task-timeout", "15",
+                 "--memory-gib", "4"]) == 1   # cy's 01 did not run
     out, err = capfd.readouterr()
     assert str(tmp_path) not in out + err and "Warning" not in out + err and "warn" not in err.lower(), out + err
     rows = list(csv.DictReader((nbgrader_root / "task-scores.csv").open()))
@@ -375,13 +420,18 @@ def test_a_class_grades_into_one_gradebook_with_reasons_time_limits_feedback_and
     assert [r["status"] for r in cy] == ["failed"] * 3
     assert "ran past its time limit and was stopped (15 s" in cy[0]["reason"], cy[0]
     assert cy[1]["reason"].startswith("AssertionError: ") and cy[2]["reason"].startswith("not written yet"), cy
+    if confined:
+        eve = [by[("eve", first.name, t.grade_id)] for _, t in _tasks(nbformat.read(first, as_version=4))]
+        assert eve[0]["reason"] == "AssertionError: saw []", "graded code saw no answer and wrote nothing outside"
+        assert not escaped.exists()
+        assert eve[1]["reason"].startswith("MemoryError"), eve[1]
     did_not_run = by[("cy", second.name, "")]
     assert did_not_run["status"] == "did not run" and "unknown profile 'quik'" in did_not_run["reason"]
     assert "| cy | 01_stochastic_depth.ipynb | 0 |" in out and "did not run (code cell" in out
-    assert "1 of 6 notebooks did not run and were not graded (exit status 1)" in out
+    assert f"1 of {6 + confined} notebooks did not run and were not graded (exit status 1)" in out
 
     feedback = {(p.parts[-3], p.parts[-2]): p.read_text() for p in (nbgrader_root / "feedback").rglob("*.html")}
-    assert len(feedback) == 6
+    assert len(feedback) == 6 + confined
     assert "ran past its time limit" in feedback[("cy", first.stem)]
     assert "KeyboardInterrupt" not in feedback[("cy", first.stem)], "the time-out says why, not the interrupt"
     for html in feedback.values():
@@ -443,7 +493,9 @@ def test_the_make_targets_pass_the_time_limits_and_the_student_id_on():
     first_time = planned("autograde", "TASK_TIMEOUT=30")
     assert "-m dyninf.classroom autograde --task-timeout 30 --cell-timeout 1800" in first_time
     assert "--again" not in first_time
-    assert "-m dyninf.classroom autograde --task-timeout 60 --cell-timeout 1800 --again" in planned("autograde", "AGAIN=1")
+    assert ("-m dyninf.classroom autograde --task-timeout 60 --cell-timeout 1800 --notebook-timeout 3600 "
+            "--memory-gib 8 --again") in planned("autograde", "AGAIN=1")
+    assert "--notebook-timeout 900 --memory-gib 2" in planned("autograde", "NOTEBOOK_TIMEOUT=900", "MEMORY_GIB=2")
     assert ('-m dyninf.classroom grade "x/00_resnet_baseline.ipynb" --student "ada" --task-timeout 60 '
             '--cell-timeout 600') in planned("grade", "NB=x/00_resnet_baseline.ipynb", "STUDENT=ada", "CELL_TIMEOUT=600")
     assert '-m dyninf.classroom collect "handed-in"' in planned("collect", "HANDED_IN=handed-in")

@@ -99,9 +99,10 @@ def test_gaternet_masked_and_skipped_agree_and_the_sparsity_gradient_reaches_the
 
 def test_a_gater_for_another_backbone_is_a_clear_error():
     backbone = cifar_resnet(8)
-    net = DynamicNetwork(backbone, Gater(backbone.num_filter_gates + 1, depth=8)).eval()
-    with pytest.raises(ValueError, match="one per gated filter"):
-        net(torch.randn(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="Gater was built for a network with 113 gated filters; this backbone has 112"):
+        DynamicNetwork(backbone, Gater(backbone.num_filter_gates + 1, depth=8))
+    with pytest.raises(ValueError, match="one per gated filter"):   # gates given by hand
+        backbone.eval()(torch.randn(2, 3, 32, 32), filter_gates=torch.ones(2, 113))
     with pytest.raises(ValueError, match="positive"):
         Gater(0)
 

@@ -229,7 +229,7 @@ class CifarResNet(nn.Module):
 
     def _run_blocks(self, images, decisions, mode, filter_gates):
         """The last block's output and each block's decisions (None: every image ran it)."""
-        check_images(images)
+        check_images(images, self.stem[0].weight.dtype, finite=not self.training)
         check_mode(mode)
         batch = len(images)
         decider = as_decider(decisions, batch, self.num_blocks)
@@ -238,6 +238,8 @@ class CifarResNet(nn.Module):
         # filter gates the policy does not slice are not read back, so they are checked here.
         if isinstance(decisions, torch.Tensor):
             check_decision_values(decisions, images, "the decisions", mode == "masked")
+            if mode == "skipped":
+                check_skipped_can_compute(decisions, self.training, "the decisions")
         if filter_gates is not None:
             check_filter_gates(filter_gates, batch, self.num_filter_gates)
             check_decision_values(filter_gates, images, "the filter gates", mode == "masked" or not policy.slice_filters)
@@ -257,6 +259,8 @@ class CifarResNet(nn.Module):
                     uniform, run = float(run), torch.full((batch,), float(run), device=images.device)
                 elif run is not None:
                     check_block_decisions(run, batch, index, images.device)
+                    if mode == "skipped":
+                        check_skipped_can_compute(run, self.training, f"the decisions for block {index}")
             filters = None if filter_gates is None else filter_gates[:, self.filter_gate_slices[index]]
             step = None
             if plan is not None:
@@ -290,12 +294,25 @@ class CifarResNet(nn.Module):
         return plan_execution(decisions, gates, self._filter_groups(), len(images), policy), True
 
 
-def check_images(images: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 \
-            or not images.is_floating_point():
+def check_images(images: torch.Tensor, dtype: torch.dtype | None = None, finite: bool = False) -> None:
+    """Images as the networks take them: (batch, 3, height, width), normalised floats in the
+    network's ``dtype``; with ``finite``, finite where that costs no wait: on the CPU (on a GPU
+    the host would wait for every forward pass; ``predict`` checks the logits it reads back, and
+    training checks its loss once per epoch)."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"expected normalised float images of shape (batch, 3, height, width), "
                          f"got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"expected normalised float images, got {str(images.dtype).removeprefix('torch.')} "
+                         f"images of shape {tuple(images.shape)}: uint8 images go through "
+                         f"dyninf.batches.model_inputs (or dyninf.inference.predict) first")
+    if dtype is not None and images.dtype != dtype and not torch.is_autocast_enabled(images.device.type):
+        name = lambda d: str(d).removeprefix("torch.")   # noqa: E731
+        raise ValueError(f"the images are {name(images.dtype)}, the network's weights {name(dtype)}: "
+                         f"convert one to the other (images.to({dtype}) or model.to({images.dtype}))")
+    if finite and images.device.type == "cpu" and not bool(torch.isfinite(images).all()):
+        raise ValueError("the images hold NaN or inf: every logit would be NaN")
 
 
 def check_block_decisions(run: torch.Tensor, batch: int, index: int,
@@ -322,6 +339,23 @@ def check_decision_values(values: torch.Tensor, images: torch.Tensor, what: str,
     if finite and not values.requires_grad and not bool(torch.isfinite(values).all()):
         raise ValueError(f"{what} must be finite (1 = run, 0 = skip, another value scales the "
                          f"residual), got NaN or inf")
+
+
+def check_skipped_can_compute(run: torch.Tensor, training: bool, what: str) -> None:
+    """Skipped mode gives masked mode's numbers only for inference: refused, with the reason, are
+    per-image decisions that carry a gradient (a skipped image's residual is not computed, so its
+    decision would get a zero gradient; masked mode's is the residual times the upstream one) and
+    per-image decisions in train mode (batch norm would normalise only the images that run a block,
+    and update its running statistics from them). Numbers that hold for the whole batch (stochastic
+    depth's batch mode) are fine in training: a block runs for all images or for none."""
+    if run.requires_grad and torch.is_grad_enabled():
+        raise ValueError(f"{what} carry a gradient, which skipped mode cannot give them (a skipped image's "
+                         f"residual is not computed): train in masked mode (mode='masked', a "
+                         f"DynamicNetwork's train_mode='masked')")
+    if training:
+        raise ValueError(f"skipped mode with per-image {what} in train mode: its batch norms would see only "
+                         f"the images that run each block, not the whole batch as in masked mode. Train in "
+                         f"masked mode (mode='masked'), or call .eval() to infer in skipped mode")
 
 
 def check_filter_gates(gates: torch.Tensor, batch: int, count: int) -> None:

@@ -28,9 +28,11 @@ import sys
 from pathlib import Path
 
 from dyninf.course import notebooks_in_order
-from dyninf.grading import (CELL_SECONDS, TASK_SECONDS, CellTimeLimits, GradingError, assignment_of,
-                            autograde, check_result, check_student_id, class_table, collect, export_grades,
-                            nbgrader_api, nbgrader_folder, quiet_nbgrader, score_table, write_task_scores)
+from dyninf.grading import (CELL_SECONDS, MEMORY_GIB, NOTEBOOK_SECONDS, TASK_SECONDS, GradingError, GradingLimits,
+                            assignment_of, autograde, check_notebook_file, check_result, check_student_id,
+                            class_table, collect, export_grades, nbgrader_api, nbgrader_folder, quiet_nbgrader,
+                            score_table, write_task_scores)
+from dyninf.io import DiskFullError
 from dyninf.io import atomic_write_text
 from dyninf.paths import build_dir, shown_path
 
@@ -56,7 +58,7 @@ def as_handed_out(nb):
     return nb
 
 
-def _write_nbgrader_config(root: Path, limits: CellTimeLimits) -> None:
+def _write_nbgrader_config(root: Path, limits: GradingLimits) -> None:
     """So that nbgrader's own commands and the formgrader, started in ``root``, find the course."""
     atomic_write_text(root / "nbgrader_config.py", "\n".join([
         "# Written by `make student` (dyninf.classroom): nbgrader's commands and the formgrader, run in",
@@ -64,12 +66,12 @@ def _write_nbgrader_config(root: Path, limits: CellTimeLimits) -> None:
         "# importable: the course's .venv).",
         "import os",
         "",
-        "from dyninf.grading import CellTimeLimits, execute_settings",
+        "from dyninf.grading import GradingLimits, execute_settings",
         "",
         "c = get_config()  # noqa: F821",
         "c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))",
         'c.CourseDirectory.course_id = "adaptive-inference"',
-        f"for name, value in execute_settings(CellTimeLimits({limits.task_seconds}, {limits.cell_seconds})).items():",
+        f"for name, value in execute_settings(c.CourseDirectory.root, {limits!r}).items():",
         "    setattr(c.Execute, name, value)",
         ""]))
 
@@ -87,7 +89,7 @@ def generate_student_copies(out: Path | None = None, notebooks: list[Path] | Non
     notebooks = [Path(n) for n in (notebooks or notebooks_in_order())]
     root = Path(root) if root else nbgrader_folder()
     root.mkdir(parents=True, exist_ok=True)
-    _write_nbgrader_config(root, CellTimeLimits())
+    _write_nbgrader_config(root, GradingLimits())
     quiet_nbgrader()
     api = nbgrader_api(root)
     for notebook in notebooks:
@@ -109,7 +111,7 @@ def generate_student_copies(out: Path | None = None, notebooks: list[Path] | Non
 
 
 def grade(notebook: Path, student: str = "student", root: Path | None = None,
-          limits: CellTimeLimits | None = None):
+          limits: GradingLimits | None = None):
     """Autograde ``notebook``, a filled-in student copy of one of the course's notebooks (same
     file name), as ``student``'s, in nbgrader's course folder ``root`` (default: build/nbgrader/,
     where the copies were made; made first if they were not): nbgrader runs it from top to bottom
@@ -123,6 +125,7 @@ def grade(notebook: Path, student: str = "student", root: Path | None = None,
     if not notebook.is_file():
         raise FileNotFoundError(f"no notebook at {notebook}")
     check_student_id(student)
+    check_notebook_file(notebook)
     root = Path(root) if root else nbgrader_folder()
     assignment = assignment_of(notebook)
     if not (root / "gradebook.db").is_file() or not (root / "release" / assignment / notebook.name).is_file():
@@ -135,8 +138,8 @@ def grade(notebook: Path, student: str = "student", root: Path | None = None,
     return results[0]
 
 
-def _limits(args) -> CellTimeLimits:
-    return CellTimeLimits(args.task_timeout, args.cell_timeout)
+def _limits(args) -> GradingLimits:
+    return GradingLimits(args.task_timeout, args.cell_timeout, args.notebook_timeout, args.memory_gib)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
                          help=f"seconds a task's cell may run before it is stopped (default {TASK_SECONDS})")
         sub.add_argument("--cell-timeout", type=int, default=CELL_SECONDS,
                          help=f"seconds any other cell may run (default {CELL_SECONDS}: a training)")
+        sub.add_argument("--notebook-timeout", type=int, default=NOTEBOOK_SECONDS,
+                         help=f"seconds a whole notebook may run (default {NOTEBOOK_SECONDS})")
+        sub.add_argument("--memory-gib", type=float, default=MEMORY_GIB,
+                         help=f"GiB of memory the notebook's kernel may use (default {MEMORY_GIB}; 0: no limit)")
         return sub
 
     student = command("student", "student copies of the notebooks, made by nbgrader")
@@ -207,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"{args.command}: {error}", file=sys.stderr)
         return 2
-    except GradingError as error:
-        print(f"{args.command}: {error}", file=sys.stderr)
+    except (GradingError, DiskFullError) as error:
+        print(f"{args.command}: {error.strerror if isinstance(error, DiskFullError) else error}", file=sys.stderr)
         return 1
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from dyninf.io import atomic_write_text
+from dyninf.io import DiskFullError, atomic_write_text, folder_lock, reporting_full_disk
 from dyninf.paths import build_dir, course_root, shown_path
 from dyninf.profiles import PROFILES
 from dyninf.report import render_report
@@ -36,17 +36,44 @@ def execute_notebook(notebook: Path, out_dir: Path, profile: str = "quick",
 
     notebook = Path(notebook).resolve()
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / notebook.name
-    # The kernel runs in out_dir and writes its metrics relative to it, so that the executed copy
-    # names no path of this machine (the notebooks find data and runs through dyninf.paths).
-    with _kernel_environment(DYNINF_PROGRESS="lines"):   # one line per training, no bars' residue
-        papermill.execute_notebook(
-            str(notebook), str(executed), cwd=str(out_dir), kernel_name="python3",
-            parameters={"profile": profile, "seed": seed, "metrics_path": f"metrics/{notebook.stem}.json"},
-            progress_bar=False, log_output=log_output)
-    _record_relative_paths(executed, notebook)
+    with reporting_full_disk(executed):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    # papermill saves the copy after every cell: into a temporary file, renamed into place once it
+    # is whole (a full disk there must not leave a truncated notebook that is not JSON)
+    running = out_dir / f".{notebook.stem}.running.ipynb"
+    try:
+        # The kernel runs in out_dir and writes its metrics relative to it, so that the executed
+        # copy names no path of this machine (the notebooks find data and runs through dyninf.paths).
+        with _kernel_environment(DYNINF_PROGRESS="lines"), reporting_full_disk(executed):
+            papermill.execute_notebook(
+                str(notebook), str(running), cwd=str(out_dir), kernel_name="python3",
+                parameters={"profile": profile, "seed": seed, "metrics_path": f"metrics/{notebook.stem}.json"},
+                progress_bar=False, log_output=log_output)
+    finally:   # a notebook that raised is kept, with its error; one that could not be written is not
+        _keep_if_whole(running, executed, notebook)
     return executed
+
+
+def _keep_if_whole(running: Path, executed: Path, notebook: Path) -> None:
+    """The executed copy papermill wrote to ``running``, renamed to ``executed`` if it is a whole
+    notebook; otherwise both are removed (no earlier run's copy is left to be taken for this one's)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(running, as_version=4)
+    except Exception:   # missing, truncated, not JSON: nothing to keep
+        running.unlink(missing_ok=True)
+        executed.unlink(missing_ok=True)
+        return
+    record = nb.metadata.get("papermill", {})
+    # papermill records where it read and wrote the notebook as given (absolute); keep them
+    # relative to the course, as the rest of the executed copy is
+    record["input_path"], record["output_path"] = shown_path(notebook), executed.name
+    try:
+        atomic_write_text(executed, nbformat.writes(nb))
+    finally:
+        running.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -63,17 +90,6 @@ def _kernel_environment(**variables: str):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _record_relative_paths(executed: Path, notebook: Path) -> None:
-    """papermill records where it read and wrote the notebook as given (absolute); keep them
-    relative to the course, as the rest of the executed copy is."""
-    import nbformat
-
-    nb = nbformat.read(executed, as_version=4)
-    record = nb.metadata.get("papermill", {})
-    record["input_path"], record["output_path"] = shown_path(notebook), executed.name
-    atomic_write_text(executed, nbformat.writes(nb))
 
 
 CHECKED_OUTPUT_TAG = "nbval-check-output"   # cells whose output is deterministic: committed, and nbval compares it
@@ -117,34 +133,70 @@ def run_course(profile: str, out_dir: Path, notebooks: list[Path] | None = None,
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
     notebooks = notebooks or notebooks_in_order()
+    out_dir = Path(out_dir)
     runs, ok = [], True
-    for notebook in notebooks:
-        print(f"[course] {notebook.name} ({profile} profile{f', seed {seed}' if seed else ''})", flush=True)
-        metrics_file = out_dir / "metrics" / f"{notebook.stem}.json"
-        metrics_file.unlink(missing_ok=True)  # never report a previous run's numbers
-        start = time.perf_counter()
-        status = "ok"
+    with folder_lock(out_dir, "running the course"):   # a second run into the same folder waits
         try:
-            executed = execute_notebook(notebook, out_dir, profile, log_output=True, seed=seed)
-        except Exception as error:  # papermill's error carries the failing cell; report, then stop
-            print(f"[course] {notebook.name} failed: {error}", file=sys.stderr)
-            executed, status, ok = out_dir / notebook.name, "FAILED", False
-        seconds = time.perf_counter() - start
-        if executed.exists():
-            render_html(executed)
-        runs.append({"notebook": notebook.stem, "status": status, "seconds": seconds,
-                     "executed": executed.name, "html": executed.with_suffix(".html").name,
-                     "metrics": json.loads(metrics_file.read_text()) if ok and metrics_file.exists()
-                     else None})
-        print(f"[course] {notebook.name}: {status} in {seconds:.0f} s", flush=True)
-        if not ok and not keep_going:
-            break
-    atomic_write_text(out_dir / "REPORT.md", render_report(runs))
-    summary = [{key: run[key] for key in ("notebook", "status", "seconds")} for run in runs]
-    atomic_write_text(out_dir / "course.json", json.dumps({"profile": profile, "seed": seed, "notebooks": summary},
-                                                          indent=1))
-    print(f"[course] report: {out_dir / 'REPORT.md'}")
+            for notebook in notebooks:
+                print(f"[course] {notebook.name} ({profile} profile{f', seed {seed}' if seed else ''})", flush=True)
+                run = _run_notebook(notebook, out_dir, profile, seed)
+                runs.append(run)
+                ok = ok and run["status"] == "ok"
+                print(f"[course] {notebook.name}: {run['status']} in {run['seconds']:.0f} s", flush=True)
+                if not ok and not keep_going:
+                    break
+        finally:   # also when a run is stopped: the report says what ran, never an earlier run's success
+            _write_report(out_dir, profile, seed, runs)
     return ok
+
+
+def _run_notebook(notebook: Path, out_dir: Path, profile: str, seed: int) -> dict:
+    """Execute one notebook and render its HTML: its row of the report (status "FAILED" with the
+    reason where either step failed)."""
+    metrics_file = out_dir / "metrics" / f"{notebook.stem}.json"
+    metrics_file.unlink(missing_ok=True)  # never report a previous run's numbers
+    executed, html = out_dir / notebook.name, out_dir / f"{notebook.stem}.html"
+    start = time.perf_counter()
+    status, error = "ok", ""
+    try:
+        execute_notebook(notebook, out_dir, profile, log_output=True, seed=seed)
+    except Exception as failure:  # papermill's error carries the failing cell; report, then stop
+        print(f"[course] {notebook.name} failed: {failure}", file=sys.stderr)
+        status, error = "FAILED", _first_line(failure)
+    seconds = time.perf_counter() - start
+    html.unlink(missing_ok=True)   # an earlier run's page would show that run
+    if executed.exists():
+        try:
+            render_html(executed)
+        except Exception as failure:   # a full disk, or a copy nbconvert cannot read
+            print(f"[course] {notebook.name}: no HTML: {failure}", file=sys.stderr)
+            status, error = "FAILED", error or f"no HTML: {_first_line(failure)}"
+    metrics = None
+    if status == "ok" and metrics_file.exists():
+        metrics = json.loads(metrics_file.read_text())
+    return {"notebook": notebook.stem, "status": status, "seconds": seconds, "error": error,
+            "executed": executed.name, "html": html.name, "metrics": metrics}
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip() and not set(line.strip()) <= {"-"}]
+    return f"{type(error).__name__}: {lines[0].strip()}" if lines else type(error).__name__
+
+
+def _write_report(out_dir: Path, profile: str, seed: int, runs: list[dict]) -> None:
+    """REPORT.md and course.json for ``runs``; where they cannot be written (a full disk), the
+    old ones are removed, so that none claims an earlier run's result, and the error says so."""
+    report, summary_file = out_dir / "REPORT.md", out_dir / "course.json"
+    summary = [{key: run[key] for key in ("notebook", "status", "seconds", "error")} for run in runs]
+    try:
+        atomic_write_text(report, render_report(runs))
+        atomic_write_text(summary_file, json.dumps({"profile": profile, "seed": seed, "notebooks": summary},
+                                                   indent=1))
+    except OSError:
+        report.unlink(missing_ok=True)
+        summary_file.unlink(missing_ok=True)
+        raise
+    print(f"[course] report: {report}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args(argv)
     notebooks = args.notebooks or notebooks_in_order()
-    if not run_course(args.profile, args.out, notebooks, args.seed):
+    try:
+        if not run_course(args.profile, args.out, notebooks, args.seed):
+            return 1
+    except DiskFullError as error:
+        print(f"[course] {error.strerror}", file=sys.stderr)
         return 1
     if args.record_checked_outputs:
         for notebook in notebooks:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dyninf.io import atomic_torch_save
+from dyninf.io import atomic_torch_save, folder_lock, tidy_folder
 from dyninf.paths import data_dir
 
 # torchvision's order; labels are indices into this tuple.
@@ -139,19 +139,25 @@ def load_cifar(name: str = "cifar10", source: str | os.PathLike | None = None,
     comes from)."""
     spec = dataset_spec(name)
     cache_path = Path(cache_dir or data_dir() / spec.name) / f"{spec.name}-uint8.pt"
-    if cache_path.exists():
-        cached = read_cache(cache_path)
+    cached = read_cache(cache_path) if cache_path.exists() else None
+    if cached is not None:
+        tidy_folder(cache_path.parent)   # what a write killed earlier left
+        return cached
+    # one process decodes; another one started meanwhile waits, then reads its cache
+    with folder_lock(cache_path.parent, f"decoding {spec.title} into its cache"):
+        cached = read_cache(cache_path) if cache_path.exists() else None
         if cached is not None:
             return cached
-        warnings.warn(f"the {spec.title} cache {cache_path} is damaged; rebuilding it")
-    source = source or os.environ.get(spec.source_variable)
-    if source:
-        dataset = read_image_folder(source, spec.classes)
-    else:
-        dataset = _download_with_torchvision(cache_path.parent, spec)
-    check_cifar(dataset, spec)
-    write_cache(dataset, cache_path)
-    return dataset
+        if cache_path.exists():
+            warnings.warn(f"the {spec.title} cache {cache_path} is damaged; rebuilding it")
+        source = source or os.environ.get(spec.source_variable)
+        if source:
+            dataset = read_image_folder(source, spec.classes)
+        else:
+            dataset = _download_with_torchvision(cache_path.parent, spec)
+        check_cifar(dataset, spec)
+        write_cache(dataset, cache_path)
+        return dataset
 
 
 def load_cifar10(source: str | os.PathLike | None = None,

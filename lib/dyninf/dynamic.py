@@ -38,6 +38,7 @@ class DynamicNetwork(nn.Module):
         check_mode(train_mode)
         check_mode(eval_mode)
         self.backbone, self.decider, self.kind = backbone, decider, decider_kind(decider)
+        check_decider_fits(decider, backbone)
         self.train_mode, self.eval_mode = train_mode, eval_mode
         self.backbone_frozen = False
 
@@ -82,6 +83,24 @@ class DynamicNetwork(nn.Module):
         else:
             logits, decisions = self.backbone(images, decisions=self.decider, mode=mode, return_decisions=True)
         return logits, decisions, probabilities
+
+
+def check_decider_fits(decider: nn.Module, backbone: CifarResNet) -> None:
+    """A decider built for another network (another depth or width) is refused here, by name,
+    instead of failing with an index or shape error inside the first forward pass."""
+    sizes = {"num_blocks": ("blocks", backbone.num_blocks), "num_gates": ("gated filters", backbone.num_filter_gates)}
+    for attribute, (what, expected) in sizes.items():
+        found = getattr(decider, attribute, None)
+        if found is not None and found != expected:
+            raise ValueError(f"the decider {type(decider).__name__} was built for a network with {found} {what}; "
+                             f"this backbone has {expected}: build it for this backbone")
+    gate_for = getattr(decider, "gate_for", None)   # a gate per block (AIG): each sized for its block's input
+    for index, block in enumerate(backbone.blocks) if gate_for else ():
+        gate = gate_for(index)
+        if gate is not None and gate.fc1.in_features != block.conv1.in_channels:
+            raise ValueError(f"the decider {type(decider).__name__}'s gate for block {index} takes {gate.fc1.in_features} "
+                             f"channels; this backbone's block {index} has {block.conv1.in_channels}: build "
+                             f"the gates for this backbone")
 
 
 def spent_macs(net: DynamicNetwork, decisions: torch.Tensor, executed: bool = False) -> torch.Tensor:

@@ -12,7 +12,8 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -27,7 +28,7 @@ from dyninf.batches import Batches
 from dyninf.data import ImageDataset
 from dyninf.dynamic import DynamicNetwork
 from dyninf.inference import evaluate
-from dyninf.io import atomic_torch_save, atomic_write_text
+from dyninf.io import atomic_torch_save, atomic_write_text, folder_lock
 from dyninf.paths import shown_path
 from dyninf.precision import autocast
 
@@ -166,7 +167,18 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
     ``on_epoch_start(model, epoch)`` (epoch counted from 0) sets per-epoch state such as a
     schedule or a curriculum step, so it must depend on ``epoch`` alone for resume to be exact;
     what it returns (a dict, or None) goes into that epoch's history row and progress bar.
+
+    A run folder is locked while it trains: a second process asked for the same run waits for
+    the first, then loads what it trained.
     """
+    run_dir = Path(run_dir) if run_dir is not None else None
+    with folder_lock(run_dir, "training this run") if run_dir is not None else nullcontext():
+        return _fit(model, data, config, run_dir, device, extra_losses, metrics, on_epoch_start, progress,
+                    description)
+
+
+def _fit(model, data, config, run_dir, device, extra_losses, metrics, on_epoch_start, progress,
+         description) -> pd.DataFrame:
     device = torch.device(device) if device else default_device()
     extra_losses = dict(extra_losses or {})
     metrics = dict(metrics or {})
@@ -176,7 +188,6 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, len(train_batches))
     history: list[dict] = []
-    run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None and (run_dir / CHECKPOINT).exists():
         history = _resume(run_dir, config, model, optimizer, scheduler, device)
     else:
@@ -276,27 +287,81 @@ class DamagedRunError(RuntimeError):
     """A run folder whose checkpoint cannot be read."""
 
 
-def _resume(run_dir, config, model, optimizer, scheduler, device) -> list[dict]:
+def _read_checkpoint(run_dir: Path, device=None) -> dict:
     try:
-        state = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
+        return torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
     except Exception as error:   # a truncated or foreign file: PyTorch's own message names neither
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DamagedRunError(
             f"the checkpoint of the run in {run_dir} cannot be read ({reason}); the file is damaged "
             f"(an interrupted copy, a full disk?). Delete the folder {run_dir} and run again to "
             f"train it from scratch") from error
-    saved = TrainConfig(**state["config"])
+
+
+def saved_config(run_dir: Path, saved: dict) -> TrainConfig:
+    """The training configuration a checkpoint holds, or an error naming the run folder and the
+    fields this version of TrainConfig does not know."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise DamagedRunError(f"the checkpoint in {run_dir} was trained with settings this version does not "
+                              f"know ({', '.join(unknown)}; TrainConfig has {', '.join(sorted(known))}): another "
+                              f"version of dyninf wrote it. Delete the folder {run_dir} to train it again")
+    return TrainConfig(**saved)
+
+
+def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], run_dir: Path) -> None:
+    """``model.load_state_dict(weights)``, or an error naming the run folder and the first
+    difference (PyTorch's own lists every tensor)."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    shapes = [(name, tuple(weights[name].shape), tuple(own[name].shape)) for name in own
+              if name in weights and weights[name].shape != own[name].shape]
+    if missing or unexpected or shapes:
+        if shapes:
+            name, saved, expected = shapes[0]
+            first = f"{name} is {saved} there and {expected} here ({len(shapes)} tensors differ in shape)"
+        else:
+            first = (f"{len(missing)} tensors missing there (first: {missing[0]})" if missing else
+                     f"{len(unexpected)} tensors this network lacks (first: {unexpected[0]})")
+        raise DamagedRunError(f"the checkpoint in {run_dir} holds another network than this one (another "
+                              f"depth, width or decider?): {first}. Delete that folder, or choose another "
+                              f"run folder, to train this network there")
+    model.load_state_dict(weights)
+
+
+def _resume(run_dir, config, model, optimizer, scheduler, device) -> list[dict]:
+    state = _read_checkpoint(run_dir, device)
+    saved = saved_config(run_dir, state["config"])
     if saved != config:
         raise ValueError(f"{run_dir} holds a run with another configuration ({saved}); delete that "
                          f"folder or choose another run_dir to train with {config}")
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], run_dir)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"].cpu())
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    return list(state["history"])
+    history = list(state["history"])
+    _repair_history(run_dir, history)
+    return history
+
+
+def _repair_history(run_dir: Path, history: list[dict]) -> None:
+    """history.json as the checkpoint has it: a kill between the checkpoint's rename and the
+    history's leaves the history an epoch behind."""
+    try:
+        written = json.loads((run_dir / HISTORY).read_text())
+    except (OSError, ValueError):
+        written = None
+    if written != json.loads(json.dumps(history)):
+        atomic_write_text(run_dir / HISTORY, json.dumps(history, indent=1))
 
 
 def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
-    return pd.DataFrame(json.loads((Path(run_dir) / HISTORY).read_text()))
+    """A run's per-epoch history, as its checkpoint has it (history.json may lag it by an epoch
+    after a kill; the next ``fit`` on the run, under its lock, rewrites it)."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        return pd.DataFrame(list(_read_checkpoint(run_dir, "cpu")["history"]))
+    return pd.DataFrame(json.loads((run_dir / HISTORY).read_text()))

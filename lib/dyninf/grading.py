@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import re
 import shutil
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +25,12 @@ from pathlib import Path
 from dyninf.course import notebooks_in_order
 from dyninf.io import atomic_write_text
 from dyninf.paths import build_dir, course_root
+from dyninf.sandbox import KERNEL_NAME, confinement_problem, use_kernel_specs_in, write_kernel_spec
 
 TASK_SECONDS = 60       # a task's solution and check cells: they compute small cases in seconds
 CELL_SECONDS = 1800     # the notebook's own cells: training a network where none is cached takes minutes
+NOTEBOOK_SECONDS = 3600  # a whole notebook: the quick profile's run in minutes, trained networks loaded
+MEMORY_GIB = 8          # a kernel's memory: a quick-profile notebook needs about 2 GiB
 STUDENT_ID = re.compile(r"[A-Za-z0-9_-]+")
 TIMED_OUT = "CellTimeoutError"
 ARROW = re.compile(r"^\s*-+>\s*\d*\s*")   # how an IPython traceback marks the line that raised
@@ -53,6 +58,18 @@ def check_student_id(student: str) -> str:
     return student
 
 
+def check_notebook_file(path: Path) -> None:
+    """``path`` is a Jupyter notebook (nbformat 4), or a ValueError saying what it is instead."""
+    import nbformat
+
+    try:
+        nbformat.read(path, as_version=4)
+    except Exception as error:   # not JSON, not a notebook, not text: nbformat's reasons vary
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a Jupyter notebook ({reason}); expected the .ipynb file Jupyter "
+                         f"saved (File > Save), not a copy of its text or another file renamed") from None
+
+
 @dataclass(frozen=True)
 class GradedCell:
     index: int          # position in the notebook
@@ -76,25 +93,45 @@ def graded_cells(notebook) -> list[GradedCell]:
     return cells
 
 
-class CellTimeLimits:
-    """nbclient's ``timeout_func``: a task's cells get ``task_seconds``, the others ``cell_seconds``."""
+class GradingLimits:
+    """How long and how large a submission may run. nbclient's ``timeout_func``: a task's cells
+    get ``task_seconds``, the others ``cell_seconds``, and none more than what is left of the
+    notebook's ``notebook_seconds`` (counted from its start, ``start_notebook``, nbclient's
+    ``on_notebook_start``). ``memory_gib``: the kernel's memory (0: no limit)."""
 
-    def __init__(self, task_seconds: int = TASK_SECONDS, cell_seconds: int = CELL_SECONDS):
-        for name, seconds in (("task_seconds", task_seconds), ("cell_seconds", cell_seconds)):
-            if not isinstance(seconds, int) or seconds < 1:
+    def __init__(self, task_seconds: int = TASK_SECONDS, cell_seconds: int = CELL_SECONDS,
+                 notebook_seconds: int = NOTEBOOK_SECONDS, memory_gib: float = MEMORY_GIB):
+        for name, seconds in (("task_seconds", task_seconds), ("cell_seconds", cell_seconds),
+                              ("notebook_seconds", notebook_seconds)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
                 raise ValueError(f"{name} must be a whole number of seconds, at least 1; got {seconds!r}")
-        self.task_seconds, self.cell_seconds = task_seconds, cell_seconds
+        if isinstance(memory_gib, bool) or not isinstance(memory_gib, (int, float)) or not 0 <= memory_gib < 2**20:
+            raise ValueError(f"memory_gib must be a number of GiB, 0 for no limit; got {memory_gib!r}")
+        self.task_seconds, self.cell_seconds, self.notebook_seconds = task_seconds, cell_seconds, notebook_seconds
+        self.memory_gib = memory_gib
+        self._deadline: float | None = None
+
+    def __repr__(self) -> str:
+        return (f"GradingLimits({self.task_seconds}, {self.cell_seconds}, {self.notebook_seconds}, "
+                f"{self.memory_gib:g})")
+
+    def start_notebook(self, **_) -> None:
+        self._deadline = time.monotonic() + self.notebook_seconds
 
     def __call__(self, cell) -> int:
         grading = cell.get("metadata", {}).get("nbgrader", {})
-        return self.task_seconds if grading.get("solution") or grading.get("grade") else self.cell_seconds
+        seconds = self.task_seconds if grading.get("solution") or grading.get("grade") else self.cell_seconds
+        if self._deadline is not None:
+            seconds = min(seconds, max(1, math.ceil(self._deadline - time.monotonic())))
+        return seconds
 
     def message(self) -> str:
         return (f"the cell ran past its time limit and was stopped ({self.task_seconds} s for a task's cells, "
-                f"{self.cell_seconds} s for the others): an endless loop?")
+                f"{self.cell_seconds} s for the others, {self.notebook_seconds} s for the whole notebook): "
+                f"an endless loop?")
 
 
-def nbgrader_api(root: Path, limits: CellTimeLimits | None = None):
+def nbgrader_api(root: Path, limits: GradingLimits | None = None):
     """nbgrader's API on the course folder ``root``, its cells run under ``limits``."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -107,15 +144,21 @@ def nbgrader_api(root: Path, limits: CellTimeLimits | None = None):
         os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
     config = Config()
     config.CourseDirectory.root = str(root)
-    for name, value in execute_settings(limits or CellTimeLimits()).items():
+    for name, value in execute_settings(root, limits or GradingLimits()).items():
         setattr(config.Execute, name, value)
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
 
-def execute_settings(limits: CellTimeLimits) -> dict:
+def execute_settings(root: Path, limits: GradingLimits) -> dict:
     """How nbgrader runs a submission (its ``Execute`` settings), here and in the course folder's
-    nbgrader_config.py: each cell under ``limits``, stopped with the reason when it runs past them."""
-    return {"timeout_func": limits, "interrupt_on_timeout": True,
+    nbgrader_config.py: on the confined kernel (``dyninf.sandbox``), whose spec is written into
+    ``root``, each cell under ``limits``, stopped with the reason when it runs past them."""
+    root = Path(root).resolve()
+    hidden = [] if root.is_relative_to(course_root()) else [root]   # the checkout is hidden whole
+    write_kernel_spec(root, limits.memory_gib, hidden)
+    use_kernel_specs_in(root)
+    return {"kernel_name": KERNEL_NAME, "timeout_func": limits, "on_notebook_start": limits.start_notebook,
+            "interrupt_on_timeout": True,
             "error_on_timeout": {"ename": TIMED_OUT, "evalue": limits.message(),
                                  "traceback": [f"{TIMED_OUT}: {limits.message()}"]},
             # the kernel's own log (that it talks over TCP on 127.0.0.1 without encryption) is no
@@ -161,6 +204,7 @@ def collect(handed_in: Path, root: Path | None = None) -> list[Path]:
             if path.name not in names.values():
                 raise ValueError(f"{path}: expected a course notebook named as handed out "
                                  f"({', '.join(sorted(names.values()))})")
+            check_notebook_file(path)
             copies.append((path, root / "submitted" / student / assignment_of(path) / path.name))
     if not copies:
         raise ValueError(f"no course notebooks in {handed_in} (expected {handed_in}/<student>/<notebook>.ipynb)")
@@ -342,7 +386,7 @@ def _tidy_errors(nb) -> None:
 
 
 def autograde(root: Path | None = None, students: list[str] | None = None, assignments: list[str] | None = None,
-              again: bool = False, limits: CellTimeLimits | None = None, feedback: bool = True,
+              again: bool = False, limits: GradingLimits | None = None, feedback: bool = True,
               progress=None) -> list[GradedNotebook]:
     """Autograde every submission in ``root/submitted/`` (or those of ``students`` and
     ``assignments``) into the one gradebook, keeping what was graded before. A submission already
@@ -350,7 +394,7 @@ def autograde(root: Path | None = None, students: list[str] | None = None, assig
     feedback HTML for each, in ``feedback/<student>/<assignment>/``."""
     root = Path(root) if root else nbgrader_folder()
     quiet_nbgrader()
-    limits = limits or CellTimeLimits()
+    limits = limits or GradingLimits()
     for student in students or []:
         check_student_id(student)
     names = course_notebook_names()
@@ -361,6 +405,11 @@ def autograde(root: Path | None = None, students: list[str] | None = None, assig
         raise GradingError(f"no student copies made in {root} yet: run `make student` (python -m "
                            "dyninf.classroom student) first")
     api = nbgrader_api(root, limits)
+    problem = confinement_problem()
+    if problem and os.environ.get("DYNINF_REQUIRE_SANDBOX"):
+        raise GradingError(f"DYNINF_REQUIRE_SANDBOX is set, and student code cannot be confined here: {problem}")
+    if problem:
+        print(f"warning: students' code runs unconfined, with your rights: {problem}", file=sys.stderr)
     results = []
     for student, assignment in submissions(root):
         if (students and student not in students) or (assignments and assignment not in assignments):

@@ -30,6 +30,11 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500,
     """Eval-mode logits (on the CPU) for uint8 images; ``forward_kwargs`` go to the model, and
     per-image tensors among them (``decisions``, ``filter_gates``) are sliced along with the
     images and moved to the device."""
+    if not isinstance(images, torch.Tensor) or len(images) == 0:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"expected at least one uint8 image of shape (N, 3, H, W) to predict, got {shape}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = torch.device(device) if device else next(model.parameters()).device
     forward = forward or plain_forward
     model.eval()
@@ -42,12 +47,18 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500,
                                for name, values in per_image.items()})
         with autocast(device):
             outputs.append(forward(model, batch, **forward_kwargs).float().cpu())
+        if not bool(torch.isfinite(outputs[-1]).all()):   # read back anyway: no extra wait
+            raise FloatingPointError(f"the network's logits for images {start} to {start + len(batch) - 1} "
+                                     f"hold NaN or inf (its weights or its decisions are not finite)")
     return torch.cat(outputs)
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              **predict_kwargs) -> dict[str, float]:
     """Test loss and accuracy (in [0, 1]) of ``model`` on uint8 ``images``."""
+    if not isinstance(labels, torch.Tensor) or labels.shape != (len(images),):
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"expected one label per image, shape ({len(images)},), got {shape}")
     logits = predict(model, images, **predict_kwargs)
     return {"loss": F.cross_entropy(logits, labels).item(),
             "accuracy": (logits.argmax(1) == labels).float().mean().item()}

@@ -199,8 +199,10 @@ def train_blockdrop(profile: Profile, data: ImageDataset | None = None, penalty:
                     progress: bool = True, depth: int | None = None) -> tuple[DynamicNetwork, pd.DataFrame]:
     """BlockDrop on the profile's trained plain ResNet of ``depth`` (default: the profile's
     baseline; the paper also uses ResNet-32): the curriculum (backbone frozen), then joint
-    finetuning with the penalty gamma (default: the recipe's). Trained and evaluated in
-    skipped mode (the decisions are sampled, so no gradient needs the skipped residuals).
+    finetuning with the penalty gamma (default: the recipe's). The curriculum trains in skipped
+    mode (the decisions are sampled, so no gradient needs the skipped residuals, and the frozen
+    backbone's batch norms keep their statistics); joint finetuning in masked mode, as the paper's
+    code does (the backbone's batch norms normalise over the whole batch). Evaluated in skipped mode.
     Returns the network and both phases' history (column ``phase``)."""
     recipe = recipes_of(profile).blockdrop
     penalty = recipe.penalty if penalty is None else penalty
@@ -222,6 +224,7 @@ def train_blockdrop(profile: Profile, data: ImageDataset | None = None, penalty:
                          recipe.curriculum, progress, extra_losses=losses, metrics=metrics,
                          on_epoch_start=curriculum)
     net.freeze_backbone(False)
+    net.train_mode = "masked"   # skipped mode refuses per-image decisions once the batch norms train
     policy.decided_blocks = blocks
 
     def finetune(model, epoch):

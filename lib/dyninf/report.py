@@ -100,7 +100,8 @@ def metrics_markdown(metrics: list[Metric | dict]) -> str:
 
 def render_report(runs: list[dict]) -> str:
     """Markdown for ``runs``: dicts with ``notebook``, ``seconds``, ``status``, ``executed``,
-    ``html`` (paths relative to the report) and ``metrics`` (a metrics JSON's content or None)."""
+    ``html`` (paths relative to the report), ``metrics`` (a metrics JSON's content or None) and,
+    where it failed, ``error`` (why, in one line)."""
     lines = ["# Adaptive Inference: course report", ""]
     profiles = sorted({r["metrics"]["profile"] for r in runs if r.get("metrics")})
     devices = sorted({r["metrics"]["device"] for r in runs if r.get("metrics")})
@@ -113,7 +114,8 @@ def render_report(runs: list[dict]) -> str:
     for r in runs:
         lines += ["", f"## {r['notebook']}", ""]
         if not r.get("metrics"):
-            lines.append("No metrics were written (the notebook did not finish).")
+            reason = f": {r['error']}" if r.get("error") else ""
+            lines.append(f"No metrics were written (the notebook did not finish{reason}).")
             continue
         m = r["metrics"]
         lines += [f"Profile `{m['profile']}` on {m['device']}, torch {m['torch']}, "

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
+import os
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -204,6 +207,16 @@ def _start_worker(threads: int, data: ImageDataset) -> None:
     global _worker_data
     torch.set_num_threads(threads)
     _worker_data = data
+    threading.Thread(target=_exit_with_parent, args=(multiprocessing.parent_process(),), daemon=True).start()
+
+
+def _exit_with_parent(parent) -> None:
+    """A worker ends when the process that started it ends, killed too (a kill cannot be caught,
+    so the parent cannot stop its workers itself): the parent's sentinel becomes ready when it is
+    gone. Its last finished epoch is checkpointed; a new run resumes from there."""
+    if parent is not None:
+        parent.join()
+        os._exit(1)
 
 
 def _train_in_worker(training: Training) -> float:

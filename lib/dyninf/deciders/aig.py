@@ -103,6 +103,7 @@ class AIGGates(nn.Module):
 
     def __init__(self, backbone: "CifarResNet", hidden: int = 16):
         super().__init__()
+        self.num_blocks = backbone.num_blocks
         self.gated_blocks = [k for k in range(backbone.num_blocks)
                              if k not in backbone.downsampling_blocks]
         self.gates = nn.ModuleDict({str(k): Gate(backbone.blocks[k].conv1.in_channels, hidden)

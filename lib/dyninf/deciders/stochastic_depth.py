@@ -45,6 +45,10 @@ class StochasticDepth(nn.Module):
         self.mode, self.p_last = mode, p_last
         self.register_buffer("survival", survival_probabilities(num_blocks, p_last), persistent=False)
 
+    @property
+    def num_blocks(self) -> int:
+        return len(self.survival)
+
     def expected_fraction_dropped(self) -> float:
         return float(1 - self.survival.mean())
 
