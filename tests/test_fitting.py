@@ -63,7 +63,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(data, tmp_pat
     assert _without_time(resumed).equals(_without_time(expected))
     for (name, a), b in zip(reference.state_dict().items(), resumed_net.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [CHECKPOINT, HISTORY]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", CHECKPOINT, HISTORY]   # no temporary
 
 
 def test_a_complete_run_is_loaded_not_retrained(data, tmp_path, monkeypatch):

@@ -91,12 +91,14 @@ def test_graded_code_sees_no_answer_writes_only_its_own_folder_and_is_held_to_it
 @needs_sandbox
 def test_a_confined_kernel_is_interrupted_like_any_other_and_ends_with_its_grader(kernel):
     manager, client, _ = kernel
-    client.execute("import time\nwhile True:\n    time.sleep(0.05)")
+    looping = client.execute("import time\nwhile True:\n    time.sleep(0.05)")
     import time
 
     time.sleep(1)
     manager.interrupt_kernel()
     reply = client.get_shell_msg(timeout=20)
+    while reply["parent_header"].get("msg_id") != looping:   # replies to the start's kernel_info requests
+        reply = client.get_shell_msg(timeout=20)
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
     assert _run(client, "print(1 + 1)")["stdout"] == "2\n", "the kernel lives on after the interrupt"
 

@@ -353,9 +353,10 @@ def check_skipped_can_compute(run: torch.Tensor, training: bool, what: str) -> N
                          f"residual is not computed): train in masked mode (mode='masked', a "
                          f"DynamicNetwork's train_mode='masked')")
     if training:
-        raise ValueError(f"skipped mode with per-image {what} in train mode: its batch norms would see only "
-                         f"the images that run each block, not the whole batch as in masked mode. Train in "
-                         f"masked mode (mode='masked'), or call .eval() to infer in skipped mode")
+        raise ValueError(f"skipped mode got {what} per image while the network is in train mode: its batch "
+                         f"norms would see only the images that run each block, not the whole batch as in "
+                         f"masked mode. Train in masked mode (mode='masked'), or call .eval() to infer in "
+                         f"skipped mode")
 
 
 def check_filter_gates(gates: torch.Tensor, batch: int, count: int) -> None:

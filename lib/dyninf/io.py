@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from dyninf.paths import shown_path
+from dyninf.paths import course_root, shown_path
 
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 LOCK_NAME = ".lock"
@@ -30,8 +30,10 @@ def disk_full_error(path: str | os.PathLike, error: OSError) -> DiskFullError:
         free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free now"
     except OSError:
         free = "free space unknown"
-    return DiskFullError(error.errno, f"no space left on the device to write {shown_path(path)} ({free}); "
-                                      f"it is as it was before. Free some space, then run again")
+    inside = path.resolve().is_relative_to(course_root())
+    return DiskFullError(error.errno, f"no space left on the device to write {shown_path(path) if inside else path} "
+                                      f"({free}); the file is as it was before (or absent, if it was new). Free "
+                                      f"some space, then run again")
 
 
 @contextmanager

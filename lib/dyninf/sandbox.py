@@ -32,6 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dyninf.io import atomic_write_text
 from dyninf.paths import course_root
 
 KERNEL_NAME = "dyninf-sandbox"
@@ -118,8 +119,6 @@ def write_kernel_spec(folder: Path, memory_gib: float, hidden: list[Path]) -> Pa
                      sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "Python 3 (graded, confined)", "language": "python", "interrupt_mode": "signal",
             "metadata": {"debugger": False}}
-    from dyninf.io import atomic_write_text   # here: io imports paths, as this module does
-
     path = folder / "kernels" / KERNEL_NAME / "kernel.json"
     atomic_write_text(path, json.dumps(spec, indent=1))
     return path
