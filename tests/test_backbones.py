@@ -197,6 +197,10 @@ def test_bad_mode_images_and_decisions_are_clear_errors():
         net(_images().double())
     with pytest.raises(ValueError, match="NaN or inf"):   # checked in eval mode (training checks its loss)
         net.eval()(torch.full((2, 3, 32, 32), float("nan")))
+    images = _images(3)
+    images[1, 2, 5, 5] = float("inf")
+    with pytest.raises(ValueError, match=r"1 of the 3 images hold NaN or inf \(the first: image 1\)"):
+        net(images)
     with pytest.raises(TypeError, match="decisions must be None"):
         net(_images(), decisions=[[1, 0, 1]])
 

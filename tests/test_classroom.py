@@ -312,8 +312,26 @@ def test_time_limits_are_whole_seconds_a_tasks_cells_get_their_own_and_no_cell_o
             GradingLimits(wrong, 900)
     with pytest.raises(ValueError, match="notebook_seconds must be"):
         GradingLimits(7, 900, 0)
-    with pytest.raises(ValueError, match="memory_gib must be a number of GiB"):
+    with pytest.raises(ValueError, match=r"memory limit \(memory_gib, make's MEMORY_GIB\) must be 0 \(no limit\) or more GiB; got -1$"):
         GradingLimits(memory_gib=-1)
+
+
+def test_the_notebooks_time_limit_holds_as_nbgrader_configures_it(tmp_path):
+    # traitlets copies the values it configures: the limit nbclient asks each cell and the hook
+    # that tells it the notebook started must still be one clock
+    from nbgrader.preprocessors import Execute
+    from traitlets.config import Config
+
+    from dyninf.grading import execute_settings
+
+    config = Config()
+    for name, value in execute_settings(tmp_path, GradingLimits(7, 900, 50)).items():
+        setattr(config.Execute, name, value)
+    execute = Execute(config=config)
+    assert execute.timeout_func({"metadata": {}}) == 900
+    execute.on_notebook_start(notebook=None)
+    assert execute.timeout_func({"metadata": {}}) == 50
+    assert execute.kernel_name == "dyninf-sandbox" and (tmp_path / "kernels" / "dyninf-sandbox" / "kernel.json").is_file()
 
 
 def test_grading_something_that_is_not_a_course_notebook_or_a_student_id_that_is_no_name_says_what_it_expected(
@@ -424,7 +442,7 @@ def test_a_class_grades_into_one_gradebook_with_reasons_time_limits_feedback_and
         eve = [by[("eve", first.name, t.grade_id)] for _, t in _tasks(nbformat.read(first, as_version=4))]
         assert eve[0]["reason"] == "AssertionError: saw []", "graded code saw no answer and wrote nothing outside"
         assert not escaped.exists()
-        assert eve[1]["reason"].startswith("MemoryError"), eve[1]
+        assert eve[1]["reason"] == "MemoryError: the cell asked for more memory than the grading kernel may use"
     did_not_run = by[("cy", second.name, "")]
     assert did_not_run["status"] == "did not run" and "unknown profile 'quik'" in did_not_run["reason"]
     assert "| cy | 01_stochastic_depth.ipynb | 0 |" in out and "did not run (code cell" in out

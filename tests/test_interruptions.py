@@ -15,7 +15,7 @@ import torch
 from dyninf import course
 from dyninf.backbones import cifar_resnet
 from dyninf.data import load_cifar, synthetic_dataset, write_cache
-from dyninf.fitting import CHECKPOINT, HISTORY, DamagedRunError, TrainConfig, fit, load_history
+from dyninf.fitting import CHECKPOINT, HISTORY, ForeignRunError, TrainConfig, fit, load_history
 from dyninf.inference import evaluate
 from dyninf.io import DiskFullError, atomic_torch_save, atomic_write_text
 from dyninf.paths import course_root
@@ -123,12 +123,12 @@ def test_a_training_worker_ends_when_its_parent_is_killed():
 def test_a_run_folder_of_another_network_or_another_version_is_an_error_naming_it(data, tmp_path):
     run_dir = tmp_path / "run"
     fit(_net(8), data, CONFIG, run_dir, device="cpu", progress=False)
-    with pytest.raises(DamagedRunError, match=rf"checkpoint in {run_dir} holds another network.*blocks\.\S+ is "):
+    with pytest.raises(ForeignRunError, match=rf"checkpoint in {run_dir} holds a network other than this one: blocks\.\S+ is "):
         fit(_net(14), data, CONFIG, run_dir, device="cpu", progress=False)
     state = torch.load(run_dir / CHECKPOINT, weights_only=True)
     state["config"]["warmup"] = 5
     torch.save(state, run_dir / CHECKPOINT)
-    with pytest.raises(DamagedRunError, match=rf"checkpoint in {run_dir} was trained with settings this version "
+    with pytest.raises(ForeignRunError, match=rf"checkpoint in {run_dir} was trained with settings this version "
                                               r"does not know \(warmup; TrainConfig has batch_size"):
         fit(_net(8), data, CONFIG, run_dir, device="cpu", progress=False)
 
@@ -168,7 +168,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_the_previous_one(dat
         atomic_torch_save({"weights": torch.zeros(10_000)}, path)
     message = str(raised.value.strerror)
     assert "\n" not in message and message.startswith("no space left on the device to write ") and \
-        "checkpoint.pt" in message and "MiB free now" in message, message
+        "checkpoint.pt" in message and "iB free now" in message, message
     assert torch.load(path, weights_only=True) == {"epoch": 1}, "the previous checkpoint is intact"
     assert not list(path.parent.glob(".*.tmp"))
     text = tmp_path / "REPORT.md"
@@ -218,7 +218,7 @@ def test_wrong_inputs_to_inference_and_to_a_dynamic_network_say_what_was_expecte
     from dyninf.dynamic import DynamicNetwork
 
     net = cifar_resnet(8).eval()
-    with pytest.raises(ValueError, match=r"at least one uint8 image.*got \(0, 3, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"at least one uint8 image, of shape \(N, 3, H, W\); got \(0, 3, 32, 32\)"):
         evaluate(net, data.test_images[:0], data.test_labels[:0])
     with pytest.raises(ValueError, match=r"one label per image, shape \(40,\), got \(39,\)"):
         evaluate(net, data.test_images, data.test_labels[:-1])

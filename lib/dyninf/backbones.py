@@ -311,8 +311,11 @@ def check_images(images: torch.Tensor, dtype: torch.dtype | None = None, finite:
         name = lambda d: str(d).removeprefix("torch.")   # noqa: E731
         raise ValueError(f"the images are {name(images.dtype)}, the network's weights {name(dtype)}: "
                          f"convert one to the other (images.to({dtype}) or model.to({images.dtype}))")
-    if finite and images.device.type == "cpu" and not bool(torch.isfinite(images).all()):
-        raise ValueError("the images hold NaN or inf: every logit would be NaN")
+    if finite and images.device.type == "cpu":
+        bad = (~torch.isfinite(images)).flatten(1).any(1)
+        if bool(bad.any()):
+            raise ValueError(f"{int(bad.sum())} of the {len(images)} images hold NaN or inf (the first: image "
+                             f"{int(bad.nonzero()[0])}): their logits would be NaN")
 
 
 def check_block_decisions(run: torch.Tensor, batch: int, index: int,

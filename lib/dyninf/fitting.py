@@ -287,6 +287,10 @@ class DamagedRunError(RuntimeError):
     """A run folder whose checkpoint cannot be read."""
 
 
+class ForeignRunError(ValueError):
+    """A run folder whose checkpoint holds another network, or settings of another version."""
+
+
 def _read_checkpoint(run_dir: Path, device=None) -> dict:
     try:
         return torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
@@ -304,9 +308,10 @@ def saved_config(run_dir: Path, saved: dict) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(saved) - known)
     if unknown:
-        raise DamagedRunError(f"the checkpoint in {run_dir} was trained with settings this version does not "
+        raise ForeignRunError(f"the checkpoint in {run_dir} was trained with settings this version does not "
                               f"know ({', '.join(unknown)}; TrainConfig has {', '.join(sorted(known))}): another "
-                              f"version of dyninf wrote it. Delete the folder {run_dir} to train it again")
+                              f"version of dyninf wrote it. Load it with that version, or delete the folder "
+                              f"{run_dir} to train it again with this one")
     return TrainConfig(**saved)
 
 
@@ -324,9 +329,9 @@ def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], run_dir:
         else:
             first = (f"{len(missing)} tensors missing there (first: {missing[0]})" if missing else
                      f"{len(unexpected)} tensors this network lacks (first: {unexpected[0]})")
-        raise DamagedRunError(f"the checkpoint in {run_dir} holds another network than this one (another "
-                              f"depth, width or decider?): {first}. Delete that folder, or choose another "
-                              f"run folder, to train this network there")
+        raise ForeignRunError(f"the checkpoint in {run_dir} holds a network other than this one: {first} "
+                              f"(another depth, width or decider). Delete that folder, or choose another "
+                              f"run folder, to train this network")
     model.load_state_dict(weights)
 
 

@@ -106,7 +106,9 @@ class GradingLimits:
             if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
                 raise ValueError(f"{name} must be a whole number of seconds, at least 1; got {seconds!r}")
         if isinstance(memory_gib, bool) or not isinstance(memory_gib, (int, float)) or not 0 <= memory_gib < 2**20:
-            raise ValueError(f"memory_gib must be a number of GiB, 0 for no limit; got {memory_gib!r}")
+            raise ValueError(f"the memory limit (memory_gib, make's MEMORY_GIB) must be 0 (no limit) or more GiB; "
+                             f"got {memory_gib:g}" if isinstance(memory_gib, (int, float)) else
+                             f"the memory limit (memory_gib, make's MEMORY_GIB) must be a number of GiB; got {memory_gib!r}")
         self.task_seconds, self.cell_seconds, self.notebook_seconds = task_seconds, cell_seconds, notebook_seconds
         self.memory_gib = memory_gib
         self._deadline: float | None = None
@@ -114,6 +116,11 @@ class GradingLimits:
     def __repr__(self) -> str:
         return (f"GradingLimits({self.task_seconds}, {self.cell_seconds}, {self.notebook_seconds}, "
                 f"{self.memory_gib:g})")
+
+    def __deepcopy__(self, memo) -> "GradingLimits":
+        # traitlets copies configured values: nbclient's timeout_func and its on_notebook_start
+        # hook must stay one object, so that a cell's limit sees when its notebook started
+        return self
 
     def start_notebook(self, **_) -> None:
         self._deadline = time.monotonic() + self.notebook_seconds
@@ -236,6 +243,8 @@ def reason_of(error: dict) -> str:
         return "not written yet (the cell still raises NotImplementedError)"
     if name == "LibraryAnswerCalled":
         return value
+    if name == "MemoryError":   # graded kernels run under a memory limit (GradingLimits.memory_gib)
+        return "MemoryError: the cell asked for more memory than the grading kernel may use"
     if name == "AssertionError" and not value:
         # the failing line: the last line the traceback marks with an arrow
         marked = [ARROW.sub("", line) for frame in error.get("traceback", []) for line in _clean(frame).splitlines()

@@ -32,7 +32,7 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 500,
     images and moved to the device."""
     if not isinstance(images, torch.Tensor) or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"expected at least one uint8 image of shape (N, 3, H, W) to predict, got {shape}")
+        raise ValueError(f"expected at least one uint8 image, of shape (N, 3, H, W); got {shape}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = torch.device(device) if device else next(model.parameters()).device

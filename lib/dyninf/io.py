@@ -27,7 +27,8 @@ class DiskFullError(OSError):
 def disk_full_error(path: str | os.PathLike, error: OSError) -> DiskFullError:
     path = Path(path)
     try:
-        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free now"
+        left = shutil.disk_usage(path.parent).free
+        free = f"{left / 2**20:.0f} MiB free now" if left >= 2**20 else f"{left / 2**10:.0f} KiB free now"
     except OSError:
         free = "free space unknown"
     inside = path.resolve().is_relative_to(course_root())

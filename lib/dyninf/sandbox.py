@@ -132,11 +132,13 @@ def use_kernel_specs_in(folder: Path) -> None:
 
 
 def _away_from_the_terminal() -> None:
-    """The kernel's standard streams off the grader's terminal (its output reaches the notebook
-    over Jupyter's channels): a program holding a terminal could type into the grader's shell."""
+    """The kernel's input and output off the grader's terminal and log: what a cell prints reaches
+    the notebook over Jupyter's channels, and the kernel's own start-up banner is no news. Its
+    errors stay, unless they would go to a terminal (a program holding one could type into the
+    grader's shell)."""
     with open(os.devnull, "r+b") as null:
         for fd in (0, 1, 2):
-            if os.isatty(fd):
+            if fd < 2 or os.isatty(fd):
                 os.dup2(null.fileno(), fd)
 
 
