@@ -238,20 +238,23 @@ def test_wrong_inputs_to_inference_and_to_a_dynamic_network_say_what_was_expecte
 @pytest.mark.skipif(bool(confinement_problem()) and not os.environ.get("DYNINF_REQUIRE_SANDBOX"),
                     reason="needs bubblewrap (bwrap) and namespaces")
 def test_a_real_full_disk_while_a_checkpoint_is_written(tmp_path):
-    # a 64 KiB tmpfs in a sandbox of its own: the disk really fills up
-    script = textwrap.dedent("""
-        import torch
+    # a 64 KiB tmpfs over a folder of the test's, in a sandbox of its own: the disk really fills up
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    script = textwrap.dedent(f"""
+        import os, torch
         from dyninf.io import DiskFullError, atomic_torch_save
-        atomic_torch_save({"epoch": 1}, "/tmp/run/checkpoint.pt")
+        path = {str(disk / "run" / "checkpoint.pt")!r}
+        atomic_torch_save({{"epoch": 1}}, path)
         try:
-            atomic_torch_save({"weights": torch.zeros(100_000)}, "/tmp/run/checkpoint.pt")
+            atomic_torch_save({{"weights": torch.zeros(100_000)}}, path)
         except DiskFullError as error:
             print("refused:", error.strerror)
-        print(torch.load("/tmp/run/checkpoint.pt", weights_only=True))
-        import os; print(sorted(os.listdir("/tmp/run")))
+        print(torch.load(path, weights_only=True))
+        print(sorted(os.listdir(os.path.dirname(path))))
     """)
-    done = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--size", str(64 * 1024),
-                           "--tmpfs", "/tmp", "--", sys.executable, "-c", script], capture_output=True, text=True,
+    done = subprocess.run(["bwrap", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--size", str(64 * 1024),
+                           "--tmpfs", str(disk), "--", sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=course_root(), timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

@@ -65,8 +65,10 @@ def test_graded_code_sees_no_answer_writes_only_its_own_folder_and_is_held_to_it
                              and os.listdir({str(outside / "course-folder")!r}),
             "home": os.path.exists({os.path.expanduser("~")!r}) and os.listdir({os.path.expanduser("~")!r}),
             "write here": writable("mine.txt"), "write lib": writable(root / "lib" / "x.py"),
-            "write beside": writable(root.parent / "escaped-from-grading.txt"), "write etc": writable("/etc/escaped"),
-            "tried": writable({str(outside / "escaped.txt")!r}),
+            "write etc": writable("/etc/escaped"),
+            # beside the checkout and in the test's folder: where that lies under /tmp, the write may land
+            # in the sandbox's own /tmp; either way nothing may appear outside (checked below)
+            "tried": [writable(root.parent / "escaped-from-grading.txt"), writable({str(outside / "escaped.txt")!r})],
             "runs": sorted(str(p.relative_to(root)) for p in (root / "runs").glob("*/*")),
             "write a run": writable(next((root / "runs").glob("*/*/history.json"), "/etc/none")),
             "train a new run": writable(root / "runs" / "quick" / "new_run.txt")
@@ -78,7 +80,7 @@ def test_graded_code_sees_no_answer_writes_only_its_own_folder_and_is_held_to_it
     assert found["hidden"] == [] and not found["course folder"], found
     assert set(found["home"] or []) <= {".pyenv", ".local"}, "the grader's home: only the Python it runs"
     assert set(found["checkout"]) <= {"lib", "data", "runs", "results", "pyproject.toml", ".venv"}, found
-    assert found["write here"] and not (found["write lib"] or found["write beside"] or found["write etc"]), found
+    assert found["write here"] and not (found["write lib"] or found["write etc"]), found
     trained = sorted(str(p.relative_to(course_root())) for p in (course_root() / "runs").glob("*/*") if p.is_dir())
     assert found["runs"] == trained and not found["write a run"] and found["train a new run"], found
     assert not (course_root() / "runs" / "quick" / "new_run.txt").exists()
