@@ -5,8 +5,10 @@ Cases: random per-image block decisions at several keep rates, and the decisions
 decider found in ``runs/<profile>/`` (AIG, BlockDrop, GaterNet; stochastic depth runs every block
 at test time, so it is timed with test-time dropping at its survival probabilities). For each
 case and batch size, ``torch.utils.benchmark`` times the plain network, masked mode and skipped
-mode in one run; batch 1 cycles through several images, so that the time is an average over
-different decisions, as the ideal speed-up is. A global decider (BlockDrop's policy, GaterNet's
+mode in the same interleaved rounds: each speed-up comes with its range over the rounds and a
+reading (faster, slower, no measurable difference, or a noise flag where it cannot be true).
+Batch 1 cycles through several images, so that the time is an average over different decisions,
+as the ideal speed-up is. A global decider (BlockDrop's policy, GaterNet's
 gater) is also timed alone: its share of the time beside its share of the MACs says how much of
 the gap to the ideal is the decider's (at batch 1 a small network costs far more time than its
 MACs suggest: every operation has a fixed cost).
@@ -47,7 +49,8 @@ from dyninf.deciders import random_decisions  # noqa: E402
 from dyninf.display import plot_speedups  # noqa: E402
 from dyninf.dynamic import predict_with_decisions, spent_macs  # noqa: E402
 from dyninf.io import atomic_write_text  # noqa: E402
-from dyninf.latency import BATCH_ONE_IMAGES, compare_modes, cuda_graph_replay, time_calls, timing_slices  # noqa: E402
+from dyninf.latency import (BATCH_ONE_IMAGES, cuda_graph_replay, paired_speedup, speedup_reading,  # noqa: E402
+                            time_modes, timing_slices)
 from dyninf.paths import build_dir  # noqa: E402
 from dyninf.profiles import get_profile  # noqa: E402
 from dyninf.report import device_name  # noqa: E402
@@ -59,18 +62,22 @@ KEEP_RATES = (0.25, 0.5, 0.75, 1.0)
 def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tensor, plain_macs: int,
               images: torch.Tensor, batch_size: int, min_run_time: float, decider=None) -> dict:
     """One row: ``run(images, decisions, mode=...)`` in both modes against ``plain(images)`` (and,
-    on a GPU, against ``plain`` replayed as a CUDA graph), a global ``decider`` (policy, gater)
-    timed alone beside its share of the MACs, and how skipped mode ran the blocks of ``plain``
-    (the backbone ``run`` uses: its ``last_ways``)."""
+    on a GPU, against ``plain`` replayed as a CUDA graph), all in the same interleaved rounds: each
+    mode's speed-up of the fastest rounds, its range over the rounds and its reading
+    (``dyninf.latency.speedup_reading``: a noise flag where masked beats plain or skipped beats
+    the ideal); a global ``decider`` (policy, gater) timed alone beside its share of the MACs; and
+    how skipped mode ran the blocks of ``plain`` (the backbone ``run`` uses: its ``last_ways``)."""
     parts = timing_slices(len(images), batch_size)
     inputs = [(images[p], decisions[p]) for p in parts]
     calls = {} if decider is None else {"decider": lambda x, d: decider(x)}
     if images.device.type == "cuda":
         calls["plain, CUDA graph"] = _graph_of(plain, images[parts[0]])
-    timed = {**compare_modes(plain, run, inputs, min_run_time), **time_calls(calls, inputs, min_run_time)}
+    rounds, difference = time_modes(plain, run, inputs, min_run_time, others=calls)
+    timed = {name: min(seconds) for name, seconds in rounds.items()}
     spent_mean = torch.cat([spent[p] for p in parts]).mean().item()
     ideal = plain_macs / spent_mean
-    speedup = timed["plain"] / timed["skipped"]
+    masked = paired_speedup(rounds["plain"], rounds["masked"])
+    skipped = paired_speedup(rounds["plain"], rounds["skipped"])
     graph = timed.get("plain, CUDA graph", float("nan"))
     ways = []
     with torch.no_grad():
@@ -79,14 +86,17 @@ def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tenso
             ways.append(plain.last_ways)
     return {"case": case, "batch": batch_size, "plain ms": 1e3 * timed["plain"],
             "masked ms": 1e3 * timed["masked"], "skipped ms": 1e3 * timed["skipped"],
-            "ideal speed-up": ideal, "masked speed-up": timed["plain"] / timed["masked"],
-            "skipped speed-up": speedup, "realized / ideal": speedup / ideal,
+            "ideal speed-up": ideal, "masked speed-up": masked.value, "masked speed-up low": masked.low,
+            "masked speed-up high": masked.high, "masked reading": speedup_reading(masked, masked=True),
+            "skipped speed-up": skipped.value, "skipped speed-up low": skipped.low,
+            "skipped speed-up high": skipped.high, "skipped reading": speedup_reading(skipped, ideal=ideal),
+            "realized / ideal": skipped.value / ideal,
             "skipped / masked speed-up": timed["masked"] / timed["skipped"],
             "plain CUDA graph ms": 1e3 * graph, "speed-up over the CUDA graph": graph / timed["skipped"],
             "blocks skip/all/gather": ways_of(ways),
             "decider % of MACs": 100 * decider.macs_and_params()[0] / spent_mean if decider is not None else float("nan"),
             "decider % of time": 100 * timed["decider"] / timed["skipped"] if decider is not None else float("nan"),
-            "max |masked - skipped|": timed["max |masked - skipped|"]}
+            "max |masked - skipped|": difference}
 
 
 _GRAPHS: dict = {}
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = device_name(device)
     print(f"skipping benchmark: profile {profile.name}, ResNet-{backbone.depth}, {machine}, torch {torch.__version__}, "
           f"{policy}")
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.round(3).to_string(index=False))
     out.mkdir(parents=True, exist_ok=True)
     payload = {"profile": profile.name, "device": machine, "torch": torch.__version__,

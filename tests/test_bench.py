@@ -44,12 +44,18 @@ def test_tiny_benchmark_table_ideal_speedups_agreement_and_summary_line(bench, t
         assert row["skipped speed-up"] == pytest.approx(row["plain ms"] / row["skipped ms"])
         assert row["realized / ideal"] == pytest.approx(row["skipped speed-up"] / row["ideal speed-up"])
         assert row["skipped / masked speed-up"] == pytest.approx(row["masked ms"] / row["skipped ms"])
+        for mode in ("masked", "skipped"):
+            assert row[f"{mode} speed-up low"] <= row[f"{mode} speed-up"] * (1 + 1e-9) <= row[f"{mode} speed-up high"] * (1 + 2e-9)
+        # masked mode cannot be faster, nor skipping with nothing skipped (ideal 1): never read as a gain
+        assert row["masked reading"] in {"slower", "no measurable difference", "noise: masked cannot beat plain"}
+        assert row["skipped reading"] in {"faster", "slower", "no measurable difference", "noise: above the ideal from MACs"}
         assert row["plain CUDA graph ms"] != row["plain CUDA graph ms"]   # NaN: no CUDA graph on a CPU
         assert sum(map(float, row["blocks skip/all/gather"].split("/"))) == pytest.approx(3, abs=0.01)   # 3 blocks, 3 digits
     assert payload["skipping_policy"] == {"gather_at_most": 0.9, "gather_saving_at_least": 1,
                                           "plan_local_decisions": True, "slice_filters": True}
     # batch 4, all three blocks run by all four images at keep 1: no block skipped or gathered
     assert rows[("random keep 1", 4)]["blocks skip/all/gather"] == "0/3/0"
+    assert all(rows[("random keep 1", b)]["skipped reading"] != "faster" for b in (1, 4))
 
 
 def test_ways_of_averages_the_block_counts_over_the_batches(bench):
@@ -89,3 +95,49 @@ def test_a_global_decider_is_timed_alone_beside_its_share_of_the_macs(bench):
                           network_cost(backbone).total_macs, images, 4, 0.01, net.decider)
     assert row["decider % of MACs"] == pytest.approx(100 * policy_macs / spent.mean().item())
     assert 0 < row["decider % of time"] and row["max |masked - skipped|"] < 1e-4
+
+
+def test_a_case_reads_its_speed_ups_from_the_rounds_it_was_timed_in(bench, monkeypatch):
+    backbone = cifar_resnet(8, width=8).eval()
+    images, decisions = torch.randn(4, 3, 32, 32), torch.tensor([[1.0, 0, 1]] * 4)
+    seen = {}
+
+    def rounds(plain, run, inputs, min_run_time, others):   # hand-made seconds per round
+        seen["others"] = set(others)
+        return {"plain": [1.0, 1.1, 1.0], "masked": [0.9, 1.2, 1.0], "skipped": [0.5, 0.6, 0.5]}, 0.0
+
+    monkeypatch.setattr(bench, "time_modes", rounds)
+    cost = network_cost(backbone)
+    spent = cost.spent_macs(decisions)
+    row = bench.time_case("fixed", backbone, lambda x, d, mode: backbone(x, decisions=d, mode=mode), decisions,
+                          spent, cost.total_macs, images, 4, 0.01)
+    assert seen["others"] == set()   # no decider, no CUDA graph on a CPU
+    assert (row["masked speed-up"], row["masked speed-up low"], row["masked speed-up high"]) == pytest.approx(
+        (1 / 0.9, 1.1 / 1.2, 1 / 0.9))
+    assert row["masked reading"] == "no measurable difference"
+    assert (row["skipped speed-up"], row["skipped speed-up low"], row["skipped speed-up high"]) == pytest.approx(
+        (2.0, 1.1 / 0.6, 2.0))
+    ideal = cost.total_macs / spent.mean().item()
+    assert row["ideal speed-up"] == pytest.approx(ideal) and row["realized / ideal"] == pytest.approx(2.0 / ideal)
+    assert row["skipped reading"] == ("noise: above the ideal from MACs" if 1.1 / 0.6 > ideal else "faster")
+    assert row["plain ms"] == pytest.approx(1e3) and row["skipped ms"] == pytest.approx(500)
+
+
+def test_the_figure_draws_the_rounds_range_as_an_error_bar_where_the_table_has_it():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.container import ErrorbarContainer
+
+    from dyninf.display import plot_speedups
+
+    table = pd.DataFrame([{"case": "a", "batch": 1, "ideal speed-up": 2.0, "skipped speed-up": 1.5,
+                           "skipped speed-up low": 1.25, "skipped speed-up high": 1.75, "realized / ideal": 0.75,
+                           "plain ms": 2.0, "plain CUDA graph ms": float("nan")}])
+    for frame, bars in ((table, 1), (table.drop(columns=["skipped speed-up low", "skipped speed-up high"]), 0)):
+        figure = plot_speedups(frame, "title")
+        errorbars = [c for c in figure.axes[0].containers if isinstance(c, ErrorbarContainer)]
+        assert len(errorbars) == bars
+        if bars:
+            segments = errorbars[0].lines[2][0].get_segments()
+            assert [tuple(point[0] for point in segment) for segment in segments] == [(1.25, 1.75)]
+        plt.close(figure)

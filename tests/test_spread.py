@@ -6,6 +6,7 @@ import pytest
 
 from dyninf.paths import course_root
 from dyninf.profiles import get_profile
+from dyninf.report import device_name
 from dyninf.spread import collect, measured_spread, spread_markdown, spread_note, spread_path
 
 
@@ -35,22 +36,32 @@ def test_collect_summarises_every_numeric_metric_over_the_seeds(tmp_path):
         collect({5: tmp_path / "missing"})
 
 
-def test_notebooks_read_the_shipped_spread_or_say_none_was_measured(tmp_path, monkeypatch):
+def test_notebooks_show_this_run_beside_the_shipped_spread_and_where_it_was_measured(tmp_path, monkeypatch):
     monkeypatch.setenv("DYNINF_HOME", str(tmp_path))
+    profile = get_profile("quick", device="cpu")
+    here = f"this run (seed 0, {device_name('cpu')})"
     assert measured_spread("quick", "00_x", "accuracy") is None
-    assert spread_note("quick", "00_x", "accuracy") == "accuracy: no seed spread measured for the 'quick' profile"
+    assert spread_note(profile, "00_x", "accuracy", 65.0) == \
+        f"accuracy: {here}: 65.00; no seed spread measured for the 'quick' profile"
     for seed, accuracy in [(0, 64.0), (1, 66.5)]:
         _metrics(tmp_path / f"s{seed}", "00_x", {"accuracy": accuracy})
     spread_path("quick").parent.mkdir(parents=True)
-    spread_path("quick").write_text(json.dumps(collect({0: tmp_path / "s0", 1: tmp_path / "s1"})))
-    assert spread_note("quick", "00_x", "accuracy", "%", digits=1) == \
-        "accuracy across seeds 0, 1: 64.0, 66.5% (mean 65.2, sd 1.8)"
+    spread = collect({0: tmp_path / "s0", 1: tmp_path / "s1"})
+    spread_path("quick").write_text(json.dumps(spread))
+    where = f"seeds 0, 1 on {spread['device']} (torch {spread['torch']}, {spread['date']})"
+    assert spread_note(profile, "00_x", "accuracy", 64.0, "%", digits=1) == \
+        f"accuracy: {here}: 64.0%; {where}: 64.0, 66.5% (mean 65.2, sd 1.8)"
+    # the same seed elsewhere gave another number: said, with why
+    assert spread_note(profile, "00_x", "accuracy", 64.5, "%", digits=1).endswith(
+        "; seed 0 gave 64.0% there: a different machine, thread count or library version rounds differently, "
+        "and training amplifies it")
+    assert "gave" not in spread_note(profile.with_seed(5), "00_x", "accuracy", 64.5, "%", digits=1)
 
 
 def test_every_spread_a_notebook_shows_is_in_the_shipped_file():
     shipped = json.loads(spread_path("quick").read_text())
     assert shipped["seeds"] == [0, 1, 2]
-    calls = re.compile(r'spread_note\(P\.name, "([^"]+)", f?"([^"]+)"')
+    calls = re.compile(r'spread_note\(P, "([^"]+)", f?"([^"]+)"')
     depth = get_profile("quick").depth
     asked = [(notebook, metric.replace("{P.depth}", str(depth)))
              for path in sorted((course_root() / "notebooks").glob("*.ipynb"))

@@ -91,7 +91,8 @@ def plot_accuracy_against_macs(points: pd.DataFrame, ax, title: str = "accuracy 
 
 def plot_speedups(table: pd.DataFrame, title: str):
     """`make bench`'s figure, one panel per batch size: each case's ideal speed-up (MACs) and the
-    one measured in skipped mode, as horizontal bars over the eager plain network, realized / ideal
+    one measured in skipped mode, as horizontal bars over the eager plain network (the measured one
+    with its range over the timing rounds as an error bar, where the table has it), realized / ideal
     written beside them; on a GPU a dashed line marks the plain network replayed as a CUDA graph
     (the best static time there). Returns the figure."""
     import matplotlib.pyplot as plt
@@ -104,10 +105,13 @@ def plot_speedups(table: pd.DataFrame, title: str):
         rows = table[table.batch == batch_size].set_index("case").reindex(cases)
         y = range(len(cases))
         ax.barh([i + 0.2 for i in y], rows["ideal speed-up"], height=0.4, color="lightgray", label="ideal (MACs)")
+        low, high = rows.get("skipped speed-up low"), rows.get("skipped speed-up high")
+        spread = None if low is None or high is None else [rows["skipped speed-up"] - low, high - rows["skipped speed-up"]]
         ax.barh([i - 0.2 for i in y], rows["skipped speed-up"], height=0.4, color="tab:purple",
-                label="skipped, measured")
-        for i, (measured, ratio) in enumerate(zip(rows["skipped speed-up"], rows["realized / ideal"])):
-            ax.text(measured + 0.05, i - 0.2, f"{ratio:.2f}", va="center", fontsize=8)
+                xerr=spread, error_kw=dict(ecolor="k", capsize=2, lw=1), label="skipped, measured")
+        right = rows["skipped speed-up"] if high is None else high   # the label clears the error bar
+        for i, (end, ratio) in enumerate(zip(right, rows["realized / ideal"])):
+            ax.text(end + 0.05, i - 0.2, f"{ratio:.2f}", va="center", fontsize=8)
         ax.axvline(1, color="k", lw=1, label="plain, eager")
         graph = rows.get("plain CUDA graph ms")
         if graph is not None and graph.notna().any():

@@ -215,7 +215,7 @@ def _fit(model, data, config, run_dir, device, extra_losses, metrics, on_epoch_s
     if progress:  # a plain line that stays readable in executed notebooks, where bars do not
         last = history[-1]
         print(f"{description}: {'loaded from ' + shown_path(run_dir) if trained_before == config.epochs else 'trained'}"
-              f"; {config.epochs} epochs, test accuracy {100 * last['test_accuracy']:.2f}%, "
+              f"; {config.epochs} epoch{'s' if config.epochs != 1 else ''}, test accuracy {100 * last['test_accuracy']:.2f}%, "
               f"{sum(row['seconds'] for row in history):.0f} s of training")
     return pd.DataFrame(history)
 

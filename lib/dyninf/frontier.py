@@ -182,10 +182,11 @@ def cost_sentences(points: pd.DataFrame, reference: str, images: int) -> list[st
         difference = row[ACCURACY] - ref[ACCURACY]
         found, error = compare_accuracies(row[ACCURACY] / 100, ref[ACCURACY] / 100, images)
         if found == "within error":
-            accuracy = f"within sampling error of it in accuracy ({difference:+.1f} points, standard error {100 * error:.1f})"
+            accuracy = (f"within sampling error of it in accuracy ({difference:+.1f} points, standard error of the "
+                        f"difference {100 * error:.1f})")
         else:
             accuracy = (f"{abs(difference):.1f} points {'more' if found == 'higher' else 'less'} accurate "
-                        f"(standard error {100 * error:.1f})")
+                        f"(standard error of the difference {100 * error:.1f})")
         sentences.append(f"{row.network} {spent}, and was {accuracy}.")
     return sentences
 

@@ -34,18 +34,24 @@ class Metric:
 
 def speedup_metrics(latency: "pd.DataFrame", mode: str) -> list[Metric]:
     """One metric per batch size for the rows of ``mode`` in a ``latency.speedup_table``: the
-    measured speed-up, with the ideal one and realized / ideal beside it."""
+    measured speed-up, with the ideal one, realized / ideal, the range over the timing rounds and
+    the reading beside it (the last two where the table has them: older tables lack them)."""
     rows = latency[latency["mode"] == mode]
-    return [Metric(f"{mode} speed-up, batch {row['batch']}", round(row["speed-up"], 3), None, "x",
-                   f"ideal {row['ideal speed-up']:.2f}x; realized/ideal {row['realized / ideal']:.2f}")
-            for _, row in rows.iterrows()]
+    metrics = []
+    for _, row in rows.iterrows():
+        note = f"ideal {row['ideal speed-up']:.2f}x; realized/ideal {row['realized / ideal']:.2f}"
+        if {"speed-up low", "speed-up high", "reading"} <= set(row.index):
+            note += f"; rounds {row['speed-up low']:.2f}-{row['speed-up high']:.2f}x: {row['reading']}"
+        metrics.append(Metric(f"{mode} speed-up, batch {row['batch']}", round(row["speed-up"], 3), None, "x", note))
+    return metrics
 
 
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({_cpu_model()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({_cpu_model()}, {threads} thread{'s' if threads != 1 else ''})"
 
 
 def _cpu_model() -> str:

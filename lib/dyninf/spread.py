@@ -24,6 +24,8 @@ from pathlib import Path
 from dyninf.course import notebooks_in_order, run_course
 from dyninf.io import atomic_write_text
 from dyninf.paths import build_dir, course_root
+from dyninf.profiles import Profile
+from dyninf.report import device_name
 
 SPREAD_FILE = "seed-spread.json"
 # Notebook 05 only compares what 00-04 trained (its asserts are consistency checks of its own table)
@@ -91,14 +93,24 @@ def measured_spread(profile: str, notebook: str, metric: str) -> dict | None:
     return json.loads(path.read_text())["metrics"].get(f"{notebook}: {metric}")
 
 
-def spread_note(profile: str, notebook: str, metric: str, unit: str = "", digits: int = 2) -> str:
-    """One line for a notebook: the metric across the measured seeds, or that none was measured."""
-    found = measured_spread(profile, notebook, metric)
+def spread_note(profile: Profile, notebook: str, metric: str, this_run: float, unit: str = "",
+                digits: int = 2) -> str:
+    """One line for a notebook: this run's value of ``metric`` (with its seed and machine) beside
+    the shipped spread across seeds, which says where it was measured; or that none was measured."""
+    here = f"this run (seed {profile.seed}, {device_name(profile.device)}): {this_run:.{digits}f}{unit}"
+    found = measured_spread(profile.name, notebook, metric)
     if found is None:
-        return f"{metric}: no seed spread measured for the {profile!r} profile"
+        return f"{metric}: {here}; no seed spread measured for the {profile.name!r} profile"
+    spread = json.loads(spread_path(profile.name).read_text())
     values = ", ".join(f"{v:.{digits}f}" for v in found["values"].values())
-    return (f"{metric} across seeds {', '.join(found['values'])}: {values}{unit} "
+    text = (f"{metric}: {here}; seeds {', '.join(found['values'])} on {spread['device']} "
+            f"(torch {spread['torch']}, {spread['date']}): {values}{unit} "
             f"(mean {found['mean']:.{digits}f}, sd {found['sd']:.{digits}f})")
+    stored = found["values"].get(str(profile.seed))
+    if stored is not None and round(stored, digits) != round(this_run, digits):
+        text += (f"; seed {profile.seed} gave {stored:.{digits}f}{unit} there: a different machine, thread "
+                 f"count or library version rounds differently, and training amplifies it")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
