@@ -275,6 +275,18 @@ def _why_not(device: torch.device | str, what: str) -> str:
             f"decider's many small operations) costs more than the work it saves.")
 
 
+def _fell_short(time_ratio: float, ideal_time_ratio: float) -> bool:
+    """Whether a measured time ratio (dynamic over plain) saved less than half of what the MACs
+    promise: then the bookkeeping or the device is why; else the rounds' spread is."""
+    return ideal_time_ratio >= 1 or (1 - time_ratio) < 0.5 * (1 - ideal_time_ratio)
+
+
+def _too_noisy(what: str) -> str:
+    return (f" The mean saved over half of what the MACs promise, but the rounds disagree: their spread (load on "
+            f"the machine; for a random decider, each round's own draws) is as wide as the saving, so this run "
+            f"cannot tell {what} from a plain network.")
+
+
 _NOT_A_GAIN = "timing noise (the plain network's rounds ran slow), not a gain"
 
 
@@ -287,9 +299,9 @@ def _reading_words(row: pd.Series) -> str:
                 f"(it computes every block, and the decisions besides): {_NOT_A_GAIN}")
     if row["reading"] == ABOVE_IDEAL_NOISE:
         return f"it read {value:.2f}x ({rounds}), above the ideal {ideal} from MACs that skipping can at most reach: {_NOT_A_GAIN}"
-    pace = {FASTER: f"ran {value:.2f}x faster than ({rounds})", SLOWER: f"ran slower than ({value:.2f}x; {rounds})",
-            NO_DIFFERENCE: f"showed no measurable difference from ({value:.2f}x; {rounds})"}[row["reading"]]
-    return f"it {pace} the plain network (ideal {ideal} from MACs)"
+    pace = {FASTER: "ran faster than the plain network", SLOWER: "ran slower than the plain network",
+            NO_DIFFERENCE: "showed no measurable difference from the plain network"}[row["reading"]]
+    return f"it {pace} ({value:.2f}x; {rounds}; ideal {ideal} from MACs)"
 
 
 def speedup_verdict(table: pd.DataFrame, mode: str, device: torch.device | str) -> str:
@@ -302,8 +314,12 @@ def speedup_verdict(table: pd.DataFrame, mode: str, device: torch.device | str) 
         raise ValueError(f"no rows of mode {mode!r} in the table; modes: {sorted(table['mode'].unique())}")
     parts = [f"at batch {row['batch']} {_reading_words(row)}" for _, row in rows.iterrows()]
     text = f"On {device_name(device)}, {mode}: " + "; ".join(parts) + "."
-    if rows["reading"].isin([SLOWER, NO_DIFFERENCE]).any():
+    level = rows[rows["reading"] == NO_DIFFERENCE]
+    short = [_fell_short(1 / row["speed-up"], 1 / row["ideal speed-up"]) for _, row in level.iterrows()]
+    if (rows["reading"] == SLOWER).any() or any(short):
         text += _why_not(device, "skipping")
+    elif not level.empty:
+        text += _too_noisy(f"{mode} mode")
     return text
 
 
@@ -329,6 +345,8 @@ def training_step_verdict(ratio: float, ideal: float, device: torch.device | str
     else:
         pace = f"showed no measurable difference from a plain one {numbers}"
     text = f"On {device_name(device)}, a {what} training step {pace}."
-    if high >= 1:
+    if low > 1 or (high >= 1 and _fell_short(ratio, ideal)):
         text += _why_not(device, what)
+    elif high >= 1:
+        text += _too_noisy(f"a {what} step")
     return text
