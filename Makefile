@@ -41,7 +41,7 @@ endif
 # alone afterwards: beside the other worker, in a fresh clone, its kernel twice ran no cell within
 # its 4 minutes (alone it takes 30 s).
 test: install
-	$(PY) -m dyninf.trainings --profile quick --train --jobs $(JOBS)
+	$(PY) -m dyninf.course.trainings --profile quick --train --jobs $(JOBS)
 	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not browser"
 	$(PY) -m pytest -m browser
 
@@ -52,23 +52,23 @@ unit: install
 # Train (or load) every network the notebooks of $(PROFILE) use, $(JOBS) at a time, into runs/:
 # before a lab, so that the notebooks (and make grade) load them instead of training.
 networks: install
-	$(PY) -m dyninf.trainings --profile $(PROFILE) --train --jobs $(JOBS)
+	$(PY) -m dyninf.course.trainings --profile $(PROFILE) --train --jobs $(JOBS)
 
 # Execute every notebook in order into build/: notebooks, HTML, metrics JSON, REPORT.md.
 course: install
-	$(PY) -m dyninf.course --profile $(PROFILE) --out build
+	$(PY) -m dyninf.tools.runner --profile $(PROFILE) --out build
 
 # For a class (README, "For instructors"): student copies of the notebooks in build/student/ (no
 # solution, hidden test, model answer or library source of a task's answer; outputs removed), made by
 # nbgrader in its course folder build/nbgrader/, one assignment per notebook.
 student: install
-	$(PY) -m dyninf.classroom student
+	$(PY) -m dyninf.tools.classroom student
 
 # Grading. Exit status 0 when grading worked (whatever the scores), 1 when a notebook could not be
 # graded (it did not run), 2 for a wrong argument. A task's cells may run $(TASK_TIMEOUT) s, the
 # notebook's other cells $(CELL_TIMEOUT) s (a training where no network is cached), the whole notebook
 # $(NOTEBOOK_TIMEOUT) s, then they are stopped; its kernel may use $(MEMORY_GIB) GiB (0: no limit). Each
-# notebook runs confined by bubblewrap where it is installed (dyninf/sandbox.py; README says what that protects).
+# notebook runs confined by bubblewrap where it is installed (dyninf/tools/sandbox.py; README says what that protects).
 TASK_TIMEOUT ?= 60
 CELL_TIMEOUT ?= 1800
 NOTEBOOK_TIMEOUT ?= 3600
@@ -80,18 +80,18 @@ STUDENT ?= student
 # Copy handed-in notebooks (HANDED_IN/<student>/<notebook>.ipynb) into build/nbgrader/submitted/.
 collect: install
 	@test -n "$(HANDED_IN)" || { echo "usage: make collect HANDED_IN=folder (one folder per student, named by the id)" >&2; exit 2; }
-	$(PY) -m dyninf.classroom collect "$(HANDED_IN)"
+	$(PY) -m dyninf.tools.classroom collect "$(HANDED_IN)"
 
 # Autograde every submission not graded yet into one gradebook: a line per student and notebook,
 # feedback HTML, build/nbgrader/task-scores.csv (each task, its reason) and grades.csv (nbgrader's).
 # AGAIN=1: regrade the submissions graded before as well.
 autograde: install
-	$(PY) -m dyninf.classroom autograde $(LIMITS) $(if $(AGAIN),--again)
+	$(PY) -m dyninf.tools.classroom autograde $(LIMITS) $(if $(AGAIN),--again)
 
 # Autograde one filled-in copy and print the score per task: make grade NB=path/to/00_resnet_baseline.ipynb [STUDENT=id]
 grade: install
 	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/<notebook>.ipynb [STUDENT=id] (a filled-in student copy)" >&2; exit 2; }
-	$(PY) -m dyninf.classroom grade "$(NB)" --student "$(STUDENT)" $(LIMITS)
+	$(PY) -m dyninf.tools.classroom grade "$(NB)" --student "$(STUDENT)" $(LIMITS)
 
 # The answers in words, graded by hand: JupyterLab in the course folder, menu Nbgrader > Formgrader.
 formgrader: install
@@ -100,7 +100,7 @@ formgrader: install
 
 # nbgrader's grades.csv again, after grading by hand (make autograde writes it too).
 export: install
-	$(PY) -m dyninf.classroom export
+	$(PY) -m dyninf.tools.classroom export
 
 # Measured speed-up of skipped execution over the plain network (random decisions and every trained
 # decider in runs/$(PROFILE)/), beside the ideal one from MACs: a table, build/bench/*.json and .png.
@@ -108,7 +108,7 @@ bench: install
 	$(PY) benchmarks/skipping.py --profile $(PROFILE)
 
 # Mutation testing of the deciders and the cost model (mutmut, configured in pyproject.toml): each
-# mutant is one small change to lib/dyninf/deciders/ or cost.py, run against the tests that cover
+# mutant is one small change to lib/dyninf/deciders/ or network/cost.py, run against the tests that cover
 # it; prints the share killed and lists the survivors. 6.5 minutes on 2 cores (AVX-512); not in `make
 # test`. It runs on a copy of the last commit in build/mutation/ with lib/ renamed src/: mutmut 3
 # imports mutated code only from ./, src/ or source/ (from lib/ the original would be imported).
@@ -135,15 +135,15 @@ GPU_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 GPU_LIB := PYTHONPATH=$(CURDIR)/lib$${PYTHONPATH:+:$$PYTHONPATH}
 GPU_CHECK_OUT ?= build/gpu-check
 gpu-check:
-	$(GPU_LIB) $(GPU_PY) -m dyninf.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+	$(GPU_LIB) $(GPU_PY) -m dyninf.tools.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 # On a GPU, the standard profile end to end (issue 16): every training, timed (a stopped run
 # resumes: run it again), the course on the trained networks, and the run kept as reference
 # results in results/standard/. No install step, as gpu-check.
 gpu-standard:
-	$(GPU_LIB) $(GPU_PY) -m dyninf.trainings --profile standard --train
-	$(GPU_LIB) $(GPU_PY) -m dyninf.course --profile standard --out build/standard
-	$(GPU_LIB) $(GPU_PY) -m dyninf.reference --build build/standard --out results/standard
+	$(GPU_LIB) $(GPU_PY) -m dyninf.course.trainings --profile standard --train
+	$(GPU_LIB) $(GPU_PY) -m dyninf.tools.runner --profile standard --out build/standard
+	$(GPU_LIB) $(GPU_PY) -m dyninf.tools.reference --build build/standard --out results/standard
 
 # For an offline GPU machine whose image has PyTorch but not the notebook runner: wheels of
 # papermill, nbconvert, ipykernel and nbformat (the pinned versions) and all they need, for its

@@ -17,7 +17,7 @@ Two baselines: the plain network in eager mode (every ratio's denominator), and 
 network replayed as a CUDA graph, the best time a static network has there (a GPU runs these
 small networks' kernels faster than the host can launch them; a graph launches them all at once).
 Each row also says how skipped mode ran the blocks, per batch on average: skipped, run on the
-whole batch, or gathered (``dyninf.skipping`` chooses the cheapest way per block).
+whole batch, or gathered (``dyninf.network.skipping`` chooses the cheapest way per block).
 
     python benchmarks/skipping.py --profile quick          # the full benchmark (minutes)
     python benchmarks/skipping.py --depth 110              # random decisions on a ResNet-110
@@ -42,19 +42,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from dyninf.backbones import cifar_resnet  # noqa: E402
-from dyninf.batches import model_inputs  # noqa: E402
-from dyninf.cost import network_cost  # noqa: E402
+from dyninf.network.backbones import cifar_resnet  # noqa: E402
+from dyninf.data.batches import model_inputs  # noqa: E402
+from dyninf.network.cost import network_cost  # noqa: E402
 from dyninf.deciders import random_decisions  # noqa: E402
-from dyninf.display import plot_speedups  # noqa: E402
-from dyninf.dynamic import predict_with_decisions, spent_macs  # noqa: E402
-from dyninf.io import atomic_write_text  # noqa: E402
-from dyninf.latency import (BATCH_ONE_IMAGES, cuda_graph_replay, paired_speedup, speedup_reading,  # noqa: E402
+from dyninf.course.display import plot_speedups  # noqa: E402
+from dyninf.network.dynamic import predict_with_decisions, spent_macs  # noqa: E402
+from dyninf.utils.io import atomic_write_text  # noqa: E402
+from dyninf.measure.latency import (BATCH_ONE_IMAGES, cuda_graph_replay, paired_speedup, speedup_reading,  # noqa: E402
                             time_modes, timing_slices)
-from dyninf.paths import build_dir  # noqa: E402
-from dyninf.profiles import get_profile  # noqa: E402
-from dyninf.report import device_name  # noqa: E402
-from dyninf.skipping import WAYS, policy_for  # noqa: E402
+from dyninf.utils.paths import build_dir  # noqa: E402
+from dyninf.course.profiles import get_profile  # noqa: E402
+from dyninf.utils.devices import device_name  # noqa: E402
+from dyninf.network.skipping import WAYS, policy_for  # noqa: E402
 
 KEEP_RATES = (0.25, 0.5, 0.75, 1.0)
 
@@ -64,9 +64,9 @@ def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tenso
     """One row: ``run(images, decisions, mode=...)`` in both modes against ``plain(images)`` (and,
     on a GPU, against ``plain`` replayed as a CUDA graph), all in the same interleaved rounds: each
     mode's speed-up of the fastest rounds, its range over the rounds and its reading
-    (``dyninf.latency.speedup_reading``: a noise flag where masked beats plain or skipped beats
+    (``dyninf.measure.latency.speedup_reading``: a noise flag where masked beats plain or skipped beats
     the ideal); a global ``decider`` (policy, gater) timed alone beside its share of the MACs; and
-    how skipped mode ran the blocks of ``plain`` (the backbone ``run`` uses: its ``last_ways``)."""
+    how skipped mode ran the blocks (``run(..., return_record=True)``: its record's ``ways``)."""
     parts = timing_slices(len(images), batch_size)
     inputs = [(images[p], decisions[p]) for p in parts]
     calls = {} if decider is None else {"decider": lambda x, d: decider(x)}
@@ -82,8 +82,7 @@ def time_case(case: str, plain, run, decisions: torch.Tensor, spent: torch.Tenso
     ways = []
     with torch.no_grad():
         for item in inputs:
-            run(*item, mode="skipped")
-            ways.append(plain.last_ways)
+            ways.append(run(*item, mode="skipped", return_record=True)[1].ways)
     return {"case": case, "batch": batch_size, "plain ms": 1e3 * timed["plain"],
             "masked ms": 1e3 * timed["masked"], "skipped ms": 1e3 * timed["skipped"],
             "ideal speed-up": ideal, "masked speed-up": masked.value, "masked speed-up low": masked.low,
@@ -112,7 +111,7 @@ def _graph_of(plain, example: torch.Tensor):
 
 
 def ways_of(batches: list[list[str]]) -> str:
-    """How skipped mode ran the blocks (each batch's ``last_ways``), per batch on average:
+    """How skipped mode ran the blocks (each batch's ``ExecutionRecord.ways``), per batch on average:
     "skip/all/gather" block counts."""
     counts = [sum(ran.count(way) for ran in batches) / len(batches) for way in WAYS]
     return "/".join(f"{count:.3g}" for count in counts)
@@ -126,14 +125,14 @@ def random_cases(backbone, images, keep_rates, batch_sizes, min_run_time, seed=0
         spent = cost.spent_macs(decisions)
         for batch_size in batch_sizes:
             rows.append(time_case(f"random keep {keep:g}", backbone,
-                                  lambda x, d, mode: backbone(x, decisions=d, mode=mode),
+                                  lambda x, d, mode, **record: backbone(x, decisions=d, mode=mode, **record),
                                   decisions, spent, cost.total_macs, images, batch_size, min_run_time))
     return rows
 
 
 def trained_cases(profile, data, images, batch_sizes, min_run_time, policy=None) -> list[dict]:
     """The deciders of the profile that are already trained (nothing is trained here)."""
-    from dyninf.frontier import trained_networks
+    from dyninf.course.points import trained_networks
 
     rows = []
     for trained in trained_networks(profile, data, ("SD", "AIG", "GaterNet", "BlockDrop")):
@@ -147,13 +146,13 @@ def trained_cases(profile, data, images, batch_sizes, min_run_time, policy=None)
             decisions = torch.bernoulli(survival.expand(len(images), -1), generator=generator).to(images.device)
             cost = network_cost(backbone)
             spent, plain_macs = cost.spent_macs(decisions), cost.total_macs
-            run = lambda x, d, mode, b=backbone: b(x, decisions=d, mode=mode)  # noqa: E731
+            run = lambda x, d, mode, b=backbone, **record: b(x, decisions=d, mode=mode, **record)  # noqa: E731
             name, decider = f"{name}, test-time drop", None
         else:   # the decider decides on the images themselves; its decisions give the ideal
             _, decisions = predict_with_decisions(net, data.test_images[:len(images)], device=images.device)
             decisions = decisions.to(images.device)
             spent, plain_macs = spent_macs(net, decisions), network_cost(backbone).total_macs
-            run = lambda x, d, mode, net=net: net(x, mode=mode)  # noqa: E731
+            run = lambda x, d, mode, net=net, **record: net(x, mode=mode, **record)  # noqa: E731
             decider = net.decider if net.decides_once else None   # runs once: time it alone as well
         for batch_size in batch_sizes:
             rows.append(time_case(name, backbone, run, decisions, spent, plain_macs, images, batch_size,
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                              "random decisions does not depend on the weights): e.g. 110")
     parser.add_argument("--gather-at-most", type=float, default=None,
                         help="largest share of a batch that skipped mode gathers, any number of images "
-                             "left out (default: the device's policy, dyninf.skipping.POLICIES)")
+                             "left out (default: the device's policy, dyninf.network.skipping.POLICIES)")
     args = parser.parse_args(argv)
     profile = get_profile(args.profile, device=args.device)
     device = profile.device
@@ -210,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = random_cases(backbone, images, args.keep, batch_sizes, min_run_time)
         name = name if args.tiny else f"{name}-resnet{args.depth}"
     else:
-        from dyninf.networks import train_baseline
+        from dyninf.course.trained import train_baseline
 
         data = profile.load_data()
         backbone = train_baseline(profile, data, progress=False)[0].to(device, memory_format=torch.channels_last).eval()

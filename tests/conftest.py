@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dyninf.backbones import cifar_resnet
-from dyninf.data import CIFAR10_CLASSES
+from dyninf.network.backbones import cifar_resnet
+from dyninf.data.cifar import CIFAR10_CLASSES
 
 
 def settled_resnet(depth: int = 20, seed: int = 0, bottleneck: bool = False):

@@ -4,7 +4,7 @@ ones. Each is the whole solution cell; every one of them must fail the task's ch
 
 DELEGATING = {
     "00-residual-output": ['''
-from dyninf.backbones import ResidualBlock
+from dyninf.network.backbones import ResidualBlock
 
 
 class GivenParts(ResidualBlock):   # the library's block, fed the shortcut and residual given
@@ -22,14 +22,14 @@ class GivenParts(ResidualBlock):   # the library's block, fed the shortcut and r
 def residual_output(shortcut, residual, decisions):
     return GivenParts(shortcut, residual)(shortcut, decisions)
 ''', '''
-from dyninf.skipping import _scaled
+from dyninf.network.skipping import scaled_residual
 
 
 def residual_output(shortcut, residual, decisions):
-    return torch.relu(shortcut + _scaled(residual, decisions, True))
+    return torch.relu(shortcut + scaled_residual(residual, decisions, True))
 '''],
     "00-conv-macs": ['''
-from dyninf.cost import layer_macs
+from dyninf.network.cost import layer_macs
 
 
 def conv_macs(in_channels, out_channels, kernel_size, output_height, output_width):
@@ -40,7 +40,7 @@ def conv_macs(in_channels, out_channels, kernel_size, output_height, output_widt
 first_conv_macs = conv_macs(3, 16, 3, 32, 32)
 '''],
     "00-option-a-shortcut": ['''
-from dyninf.backbones import BasicBlock
+from dyninf.network.backbones import BasicBlock
 
 
 def option_a_shortcut(x, out_channels):
@@ -78,7 +78,7 @@ from dyninf.deciders import target_rate_loss
 rate_loss = target_rate_loss
 '''],
     "02-gumbel-gate": ['''
-from dyninf.backbones import cifar_resnet
+from dyninf.network.backbones import cifar_resnet
 from dyninf.deciders import AIGGates
 
 
@@ -135,19 +135,19 @@ from dyninf.deciders import bounded_probabilities
 bounded = bounded_probabilities
 '''],
     "05-standard-error": ['''
-from dyninf.uncertainty import binomial_standard_error
+from dyninf.measure.uncertainty import binomial_standard_error
 
 standard_error = binomial_standard_error
 '''],
     "05-frontier-accuracy": ['''
-from dyninf.frontier import ACCURACY, MACS, frontier_accuracy
+from dyninf.measure.frontier import ACCURACY, MACS, frontier_accuracy
 
 
 def frontier_accuracy_at(macs, accuracies, cost, chance):
     return frontier_accuracy(pd.DataFrame({MACS: macs, ACCURACY: accuracies}), cost, chance)
 '''],
     "05-compare-accuracies": ['''
-from dyninf.uncertainty import compare_accuracies
+from dyninf.measure.uncertainty import compare_accuracies
 
 
 def compare(accuracy, other, images):

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from dyninf.backbones import cifar_resnet
-from dyninf.cost import network_cost
+from dyninf.network.backbones import cifar_resnet
+from dyninf.network.cost import network_cost
 from dyninf.deciders import AIGGates, target_rate_loss
 from dyninf.deciders.aig import Gate
-from dyninf.dynamic import DynamicNetwork, predict_with_decisions
+from dyninf.network.dynamic import DynamicNetwork, predict_with_decisions
 
 
 def _aig(depth=20):

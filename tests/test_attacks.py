@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from dyninf.attacks import fgsm
-from dyninf.backbones import cifar_resnet
-from dyninf.batches import CIFAR10_STD, normalize
+from dyninf.measure.attacks import fgsm
+from dyninf.network.backbones import cifar_resnet
+from dyninf.data.batches import CIFAR10_STD, normalize
 
 
 def test_fgsm_moves_each_pixel_by_epsilon_within_valid_range_and_raises_the_loss():

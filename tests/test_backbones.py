@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import settled_resnet
-from dyninf.backbones import BasicBlock, cifar_resnet
+from dyninf.network.backbones import BasicBlock, BottleneckBlock, cifar_resnet
 from dyninf.deciders import random_decisions
 
 
@@ -289,3 +289,18 @@ def test_decisions_or_gates_that_are_not_finite_are_a_clear_error(bad):
             net(_images(), decisions=decisions, mode=mode)
         with pytest.raises(ValueError, match="filter gates must be finite"):
             net(_images(), filter_gates=gates, mode=mode)
+
+
+@pytest.mark.parametrize("block", [BasicBlock(16, 32, 2), BottleneckBlock(64, 16, 2)], ids=["basic", "bottleneck"])
+def test_each_block_names_its_convolutions_with_their_batch_norms_in_order_and_its_gate_groups(block):
+    # skipped mode slices these pairs by name: every convolution of the residual branch, each with
+    # the batch norm that normalises its outputs, and a gate group between consecutive ones
+    convs = [name for name, module in block.named_children() if isinstance(module, torch.nn.Conv2d)]
+    assert [conv for conv, *_ in block.conv_bn_pairs] == convs
+    for conv, bn, _, _ in block.conv_bn_pairs:
+        assert isinstance(getattr(block, bn), torch.nn.BatchNorm2d)
+        assert getattr(block, bn).num_features == getattr(block, conv).out_channels
+    outputs = [out for *_, out in block.conv_bn_pairs[:-1]]
+    inputs = [into for _, _, into, _ in block.conv_bn_pairs[1:]]
+    assert outputs == inputs == list(range(len(block.filter_groups())))
+    assert block.conv_bn_pairs[0][2] is None and block.conv_bn_pairs[-1][3] is None

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dyninf.batches import CIFAR10_MEAN, CIFAR10_STD, Batches, crop_and_flip, normalize
+from dyninf.data.batches import CIFAR10_MEAN, CIFAR10_STD, Batches, crop_and_flip, normalize
 
 
 def test_normalize_by_hand():

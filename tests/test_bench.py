@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dyninf.backbones import cifar_resnet
-from dyninf.cost import network_cost
+from dyninf.network.backbones import cifar_resnet
+from dyninf.network.cost import network_cost
 from dyninf.deciders import random_decisions
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "skipping.py"
@@ -81,7 +81,7 @@ def test_on_a_gpu_the_summary_line_adds_the_speed_up_over_the_cuda_graph(bench):
 
 def test_a_global_decider_is_timed_alone_beside_its_share_of_the_macs(bench):
     from dyninf.deciders import BlockDropPolicy
-    from dyninf.dynamic import DynamicNetwork, spent_macs
+    from dyninf.network.dynamic import DynamicNetwork, spent_macs
 
     torch.manual_seed(0)
     backbone = cifar_resnet(8, width=8)
@@ -91,7 +91,7 @@ def test_a_global_decider_is_timed_alone_beside_its_share_of_the_macs(bench):
         _, decisions = net(images, return_decisions=True)
     spent = spent_macs(net, decisions)
     policy_macs = net.decider.macs_and_params()[0]
-    row = bench.time_case("policy", backbone, lambda x, d, mode: net(x, mode=mode), decisions, spent,
+    row = bench.time_case("policy", backbone, lambda x, d, mode, **record: net(x, mode=mode, **record), decisions, spent,
                           network_cost(backbone).total_macs, images, 4, 0.01, net.decider)
     assert row["decider % of MACs"] == pytest.approx(100 * policy_macs / spent.mean().item())
     assert 0 < row["decider % of time"] and row["max |masked - skipped|"] < 1e-4
@@ -109,7 +109,7 @@ def test_a_case_reads_its_speed_ups_from_the_rounds_it_was_timed_in(bench, monke
     monkeypatch.setattr(bench, "time_modes", rounds)
     cost = network_cost(backbone)
     spent = cost.spent_macs(decisions)
-    row = bench.time_case("fixed", backbone, lambda x, d, mode: backbone(x, decisions=d, mode=mode), decisions,
+    row = bench.time_case("fixed", backbone, lambda x, d, mode, **record: backbone(x, decisions=d, mode=mode, **record), decisions,
                           spent, cost.total_macs, images, 4, 0.01)
     assert seen["others"] == set()   # no decider, no CUDA graph on a CPU
     assert (row["masked speed-up"], row["masked speed-up low"], row["masked speed-up high"]) == pytest.approx(
@@ -128,7 +128,7 @@ def test_the_figure_draws_the_rounds_range_as_an_error_bar_where_the_table_has_i
     import pandas as pd
     from matplotlib.container import ErrorbarContainer
 
-    from dyninf.display import plot_speedups
+    from dyninf.course.display import plot_speedups
 
     table = pd.DataFrame([{"case": "a", "batch": 1, "ideal speed-up": 2.0, "skipped speed-up": 1.5,
                            "skipped speed-up low": 1.25, "skipped speed-up high": 1.75, "realized / ideal": 0.75,

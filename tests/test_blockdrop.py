@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from dyninf.backbones import cifar_resnet
+from dyninf.network.backbones import cifar_resnet
 from dyninf.deciders import (BlockDropPolicy, blockdrop_reward, bounded_probabilities, curriculum_step,
                              policy_gradient_loss)
-from dyninf.dynamic import DynamicNetwork
-from dyninf.fitting import TrainingStep, training_forward
-from dyninf.networks import blockdrop_losses
+from dyninf.network.dynamic import DynamicNetwork
+from dyninf.training.loop import TrainingStep, training_forward
+from dyninf.course.trained import blockdrop_losses
 
 
 def test_reward_by_hand_for_correct_and_wrong_predictions():
@@ -154,9 +154,9 @@ def test_policy_cost_is_its_resnets():
 
 
 def test_spent_macs_adds_the_deciders_cost_to_the_blocks_or_filters_that_ran():
-    from dyninf.cost import network_cost
+    from dyninf.network.cost import network_cost
     from dyninf.deciders import Gater
-    from dyninf.dynamic import spent_macs
+    from dyninf.network.dynamic import spent_macs
 
     backbone = cifar_resnet(8, width=8)
     cost = network_cost(backbone)

@@ -14,14 +14,14 @@ nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner
 pytest.importorskip("nbgrader", reason="nbgrader is not installed here")
 
 from conftest import set_to_the_tiny_profile  # noqa: E402
-from dyninf.classroom import (HIDDEN_TEST_MARKERS, SOLUTION_MARKERS, STUDENT_COPY, as_handed_out,  # noqa: E402
+from dyninf.tools.classroom import (HIDDEN_TEST_MARKERS, SOLUTION_MARKERS, STUDENT_COPY, as_handed_out,  # noqa: E402
                               generate_student_copies, grade, main)
-from dyninf.course import CHECKED_OUTPUT_TAG, notebooks_in_order  # noqa: E402
-from dyninf.paths import course_root  # noqa: E402
-from dyninf.sandbox import confinement_problem  # noqa: E402
-from dyninf.grading import (GradingLimits, GradedNotebook, TaskScore, graded_cells, reason_of,  # noqa: E402
+from dyninf.tools.runner import CHECKED_OUTPUT_TAG, notebooks_in_order  # noqa: E402
+from dyninf.utils.paths import course_root  # noqa: E402
+from dyninf.tools.sandbox import confinement_problem  # noqa: E402
+from dyninf.tools.grading import (GradingLimits, GradedNotebook, TaskScore, graded_cells, reason_of,  # noqa: E402
                             score_table)
-from dyninf.tasks import LIBRARY_ANSWERS, library_object  # noqa: E402
+from dyninf.course.tasks import LIBRARY_ANSWERS, library_object  # noqa: E402
 from task_answers import DELEGATING, WRONG  # noqa: E402
 
 NOTEBOOKS = notebooks_in_order()
@@ -300,7 +300,7 @@ def test_time_limits_are_whole_seconds_a_tasks_cells_get_their_own_and_no_cell_o
     assert limits({"metadata": {"nbgrader": {"grade": True}}}) == 7
     assert limits({"metadata": {}}) == 900
     now = [100.0]
-    monkeypatch.setattr("dyninf.grading.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("dyninf.tools.grading.time.monotonic", lambda: now[0])
     limits.start_notebook(notebook=None)   # nbclient's on_notebook_start
     now[0] += 400.5
     assert limits({"metadata": {}}) == 600 and limits({"metadata": {"nbgrader": {"grade": True}}}) == 7
@@ -322,7 +322,7 @@ def test_the_notebooks_time_limit_holds_as_nbgrader_configures_it(tmp_path):
     from nbgrader.preprocessors import Execute
     from traitlets.config import Config
 
-    from dyninf.grading import execute_settings
+    from dyninf.tools.grading import execute_settings
 
     config = Config()
     for name, value in execute_settings(tmp_path, GradingLimits(7, 900, 50)).items():
@@ -388,7 +388,7 @@ def test_a_class_grades_into_one_gradebook_with_reasons_time_limits_feedback_and
     escaped = course_root().parent / f"escaped-{tmp_path.name}.txt"
     hostile = textwrap.dedent(f"""
         import glob, pathlib
-        from dyninf.paths import course_root
+        from dyninf.utils.paths import course_root
         seen = [path for pattern in ("notebooks/*.ipynb", ".git/*", "build/**/*.ipynb")
                 for path in glob.glob(str(course_root() / pattern), recursive=True)]
         seen += glob.glob({str(nbgrader_root)!r} + "/source/**/*.ipynb", recursive=True)
@@ -508,12 +508,12 @@ def test_the_make_targets_pass_the_time_limits_and_the_student_id_on():
         return subprocess.run(["make", "-n", *args], cwd=course_root(), capture_output=True, text=True, check=True).stdout
 
     first_time = planned("autograde", "TASK_TIMEOUT=30")
-    assert "-m dyninf.classroom autograde --task-timeout 30 --cell-timeout 1800" in first_time
+    assert "-m dyninf.tools.classroom autograde --task-timeout 30 --cell-timeout 1800" in first_time
     assert "--again" not in first_time
-    assert ("-m dyninf.classroom autograde --task-timeout 60 --cell-timeout 1800 --notebook-timeout 3600 "
+    assert ("-m dyninf.tools.classroom autograde --task-timeout 60 --cell-timeout 1800 --notebook-timeout 3600 "
             "--memory-gib 8 --again") in planned("autograde", "AGAIN=1")
     assert "--notebook-timeout 900 --memory-gib 2" in planned("autograde", "NOTEBOOK_TIMEOUT=900", "MEMORY_GIB=2")
-    assert ('-m dyninf.classroom grade "x/00_resnet_baseline.ipynb" --student "ada" --task-timeout 60 '
+    assert ('-m dyninf.tools.classroom grade "x/00_resnet_baseline.ipynb" --student "ada" --task-timeout 60 '
             '--cell-timeout 600') in planned("grade", "NB=x/00_resnet_baseline.ipynb", "STUDENT=ada", "CELL_TIMEOUT=600")
-    assert '-m dyninf.classroom collect "handed-in"' in planned("collect", "HANDED_IN=handed-in")
-    assert "-m dyninf.classroom export" in planned("export")
+    assert '-m dyninf.tools.classroom collect "handed-in"' in planned("collect", "HANDED_IN=handed-in")
+    assert "-m dyninf.tools.classroom export" in planned("export")

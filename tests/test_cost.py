@@ -3,10 +3,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dyninf import skipping
-from dyninf.backbones import cifar_resnet
-from dyninf.cost import layer_macs, network_cost
-from dyninf.published import CIFAR_RESNETS
+from dyninf.network import skipping
+from dyninf.network.backbones import cifar_resnet
+from dyninf.network.cost import layer_macs, network_cost
+from dyninf.course.published import CIFAR_RESNETS
 
 
 def test_resnet20_costs_by_hand():

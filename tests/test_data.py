@@ -4,8 +4,8 @@ import urllib.error
 import pytest
 import torch
 
-import dyninf.data as data_module
-from dyninf.data import (CIFAR10_CLASSES, SOURCE_VARIABLE, ImageDataset, check_cifar10, load_cifar10,
+import dyninf.data.cifar as data_module
+from dyninf.data.cifar import (CIFAR10_CLASSES, SOURCE_VARIABLE, ImageDataset, check_cifar10, load_cifar10,
                          read_cache, read_image_folder, synthetic_dataset, write_cache)
 from conftest import class_colour, write_image_folder
 
@@ -202,7 +202,7 @@ def test_synthetic_dataset_shapes():
 
 
 def test_cifar100_is_found_like_cifar10_under_its_own_name(tmp_path, monkeypatch):
-    from dyninf.data import CIFAR100_CLASSES, load_cifar100
+    from dyninf.data.cifar import CIFAR100_CLASSES, load_cifar100
 
     folder = write_image_folder(tmp_path / "c100", {"train": 1, "test": 1}, classes=CIFAR100_CLASSES)
     monkeypatch.setenv("CIFAR100_SOURCE", str(folder))
@@ -220,7 +220,7 @@ def test_cifar100_is_found_like_cifar10_under_its_own_name(tmp_path, monkeypatch
 def test_cifar100_offline_names_its_own_variable_and_unknown_sets_are_errors(tmp_path, monkeypatch):
     import torchvision.datasets
 
-    from dyninf.data import load_cifar
+    from dyninf.data.cifar import load_cifar
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from dyninf.backbones import cifar_resnet
-from dyninf.cost import network_cost
+from dyninf.network.backbones import cifar_resnet
+from dyninf.network.cost import network_cost
 from dyninf.deciders import AIGGates, BlockDropPolicy, Gater, StochasticDepth
 from dyninf.decisions import DeciderKind
-from dyninf.dynamic import DynamicNetwork, spent_macs
+from dyninf.network.dynamic import DynamicNetwork, spent_macs
 
 
 def test_each_decider_states_how_it_is_called():

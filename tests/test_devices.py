@@ -10,16 +10,16 @@ import pytest
 import torch
 from conftest import settled_resnet
 
-import dyninf.skipping as skipping
-import dyninf.fitting as train_module
-from dyninf.backbones import cifar_resnet
-from dyninf.batches import model_inputs
-from dyninf.data import synthetic_dataset
+import dyninf.network.backbones as backbones
+import dyninf.training.loop as train_module
+from dyninf.network.backbones import cifar_resnet
+from dyninf.data.batches import model_inputs
+from dyninf.data.cifar import synthetic_dataset
 from dyninf.deciders import AIGGates, BlockDropPolicy, Gater, calibrate_thresholds, random_decisions
 from dyninf.decisions import DeciderKind
-from dyninf.dynamic import DynamicNetwork, mode_agreement, predict_with_decisions
-from dyninf.fitting import TrainConfig, fit, load_history
-from dyninf.precision import RELATIVE_TOLERANCE, inference_dtype, logit_tolerance
+from dyninf.network.dynamic import DynamicNetwork, mode_agreement, predict_with_decisions
+from dyninf.training.loop import TrainConfig, fit, load_history
+from dyninf.network.precision import RELATIVE_TOLERANCE, inference_dtype, logit_tolerance
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
@@ -131,7 +131,7 @@ def test_mode_agreement_catches_a_skipped_mode_that_computes_something_else(monk
     images = _images(32)
     net = settled_resnet(8)
     decisions = random_decisions(32, 3, 0.5, seed=4)
-    monkeypatch.setattr(skipping, "_scaled", lambda residual, run, scaled: 0.9 * residual)   # a wrong skipped mode
+    monkeypatch.setattr(backbones, "scaled_residual", lambda residual, run, scaled: 0.9 * residual)   # a wrong skipped mode
     agreement = mode_agreement(net, images, decisions=decisions, device="cpu")
     assert not agreement["agree"] and agreement["max |masked - skipped|"] > agreement["tolerance"]
 

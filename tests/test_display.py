@@ -7,8 +7,8 @@ import pytest  # noqa: E402
 
 from dyninf.deciders import survival_probabilities  # noqa: E402
 from dyninf.deciders.aig import Gate  # noqa: E402
-from dyninf.display import METHOD_COLOURS, method_shades, plot_accuracy_against_macs, plural, source_markdown  # noqa: E402
-from dyninf.frontier import COLUMNS, METHODS  # noqa: E402
+from dyninf.course.display import METHOD_COLOURS, method_shades, plot_accuracy_against_macs, plural, source_markdown  # noqa: E402
+from dyninf.measure.frontier import COLUMNS, METHODS  # noqa: E402
 
 
 def test_plural():
@@ -58,7 +58,7 @@ def test_the_speed_up_figure_has_a_panel_per_batch_and_marks_the_cuda_graph_only
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from dyninf.display import plot_speedups
+    from dyninf.course.display import plot_speedups
 
     rows = [{"case": case, "batch": batch, "ideal speed-up": 2.0, "skipped speed-up": 1.5, "realized / ideal": 0.75,
              "plain ms": 2.0, "plain CUDA graph ms": graph} for case in ("a", "b") for batch, graph in ((1, 0.5), (256, 1.0))]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dyninf.gpu_check import pinned_versions
+from dyninf.tools.gpu_check import pinned_versions
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 PINS = pinned_versions(REQUIREMENTS)   # (name, pinned, found without its local label)
@@ -49,5 +49,5 @@ def test_make_mutation_runs_the_pinned_mutmut_on_a_copy_where_lib_is_src(tmp_pat
     assert "OMP_NUM_THREADS=1" in commands and "mutmut run --max-children 2" in commands
     config = tomllib.loads((REQUIREMENTS.parent / "pyproject.toml").read_text())["tool"]["mutmut"]
     assert config["source_paths"] == ["src/"]
-    assert config["only_mutate"] == ["src/dyninf/deciders/*", "src/dyninf/cost.py"]
+    assert config["only_mutate"] == ["src/dyninf/deciders/*", "src/dyninf/network/cost.py"]
     assert all((REQUIREMENTS.parent / path).is_file() for path in config["pytest_add_cli_args_test_selection"])

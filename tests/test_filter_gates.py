@@ -5,8 +5,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import settled_resnet
-from dyninf import skipping
-from dyninf.backbones import cifar_resnet
+from dyninf.network import skipping
+from dyninf.network.backbones import cifar_resnet
 
 
 def _random_gates(batch, count, keep, seed):
@@ -137,7 +137,7 @@ def test_bottleneck_masked_and_skipped_agree_with_filter_and_block_decisions(bat
 
 @pytest.mark.parametrize("depth,bottleneck", [(20, False), (29, True)])
 def test_spent_macs_equal_the_flops_skipped_mode_computes_for_one_image(depth, bottleneck, monkeypatch):
-    from dyninf.cost import network_cost
+    from dyninf.network.cost import network_cost
 
     monkeypatch.setattr(skipping, "FILTER_BLOCK", 1)   # exactly the open filters, no padding
     net = cifar_resnet(depth, bottleneck=bottleneck).eval()
@@ -148,7 +148,7 @@ def test_spent_macs_equal_the_flops_skipped_mode_computes_for_one_image(depth, b
 
 
 def test_open_filters_are_padded_with_closed_ones_to_a_multiple_of_the_filter_block():
-    from dyninf.cost import network_cost
+    from dyninf.network.cost import network_cost
 
     assert skipping.FILTER_BLOCK == 8
     net = settled_resnet(8)                       # gated filters per block: 16, 32, 64

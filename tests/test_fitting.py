@@ -5,13 +5,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import dyninf.fitting as train_module
-from dyninf.backbones import cifar_resnet
-from dyninf.data import synthetic_dataset
+import dyninf.training.loop as train_module
+from dyninf.network.backbones import cifar_resnet
+from dyninf.data.cifar import synthetic_dataset
 from dyninf.deciders import StochasticDepth
-from dyninf.dynamic import DynamicNetwork
-from dyninf.fitting import CHECKPOINT, HISTORY, TrainConfig, fit, load_history
-from dyninf.inference import evaluate, predict
+from dyninf.network.dynamic import DynamicNetwork
+from dyninf.training.loop import CHECKPOINT, HISTORY, TrainConfig, fit, load_history
+from dyninf.network.inference import evaluate, predict
 from test_devices import _dynamic_networks
 from test_skipping import SYNCING
 
@@ -129,8 +129,8 @@ def test_predict_slices_decisions_with_the_images(data):
 
 def test_a_deciders_parameters_get_their_own_learning_rate(data):
     from dyninf.deciders import AIGGates
-    from dyninf.dynamic import DynamicNetwork
-    from dyninf.fitting import make_optimizer, make_scheduler
+    from dyninf.network.dynamic import DynamicNetwork
+    from dyninf.training.loop import make_optimizer, make_scheduler
 
     backbone = cifar_resnet(8, width=8)
     net = DynamicNetwork(backbone, AIGGates(backbone))
@@ -182,7 +182,7 @@ def test_metrics_are_logged_but_not_trained_on_and_epoch_start_values_reach_the_
 
 
 def test_adam_leaves_frozen_parameters_out_and_bad_optimizers_are_errors(data):
-    from dyninf.fitting import make_optimizer
+    from dyninf.training.loop import make_optimizer
 
     net = _net()
     net.stem.requires_grad_(False)

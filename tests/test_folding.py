@@ -3,7 +3,7 @@ and a cache that follows the parameters when they change."""
 import torch
 from torch import nn
 
-from dyninf.folding import derived, folded_conv_bn
+from dyninf.network.folding import derived, folded_conv_bn
 
 
 def _conv_bn(channels_last=False):

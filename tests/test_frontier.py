@@ -4,12 +4,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dyninf.backbones import cifar_resnet
-from dyninf.data import synthetic_dataset
+from dyninf.network.backbones import cifar_resnet
+from dyninf.data.cifar import synthetic_dataset
 from dyninf.deciders import AIGGates, Gater
-from dyninf.dynamic import DynamicNetwork, predict_with_decisions, spent_macs
-from dyninf.frontier import (COLUMNS, IDEAL_MACS, MACS, TrainedNetwork, cost_sentences, frontier_accuracy,
-                             frontier_sentences, judge_against_frontier, network_point, static_frontier)
+from dyninf.network.dynamic import DynamicNetwork, predict_with_decisions, spent_macs
+from dyninf.measure.frontier import (COLUMNS, IDEAL_MACS, MACS, TrainedNetwork, cost_sentences, frontier_accuracy,
+                                     frontier_sentences, judge_against_frontier, network_point, static_frontier)
 
 IMAGES = 2000
 

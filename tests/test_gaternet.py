@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from dyninf.backbones import cifar_resnet
+from dyninf.network.backbones import cifar_resnet
 from dyninf.deciders import Gater, gate_sparsity_loss, improved_semhash, saturated_sigmoid
-from dyninf.dynamic import DynamicNetwork
+from dyninf.network.dynamic import DynamicNetwork
 
 
 def test_saturated_sigmoid_by_hand():
@@ -109,7 +109,7 @@ def test_a_gater_for_another_backbone_is_a_clear_error():
 
 def test_gater_cost_by_hand():
     gater = Gater(112, depth=8, bottleneck=32, width=8)
-    from dyninf.cost import network_cost
+    from dyninf.network.cost import network_cost
 
     resnet = cifar_resnet(8, width=8)
     extractor = network_cost(resnet)

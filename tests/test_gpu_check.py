@@ -5,8 +5,8 @@ import tarfile
 
 import pytest
 
-import dyninf.gpu_check as gpu_check
-from dyninf.paths import course_root
+import dyninf.tools.gpu_check as gpu_check
+from dyninf.utils.paths import course_root
 
 
 def test_pinned_versions_report_found_differing_and_missing_packages(tmp_path):

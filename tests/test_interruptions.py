@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from dyninf import course
-from dyninf.backbones import cifar_resnet
-from dyninf.data import load_cifar, synthetic_dataset, write_cache
-from dyninf.fitting import CHECKPOINT, HISTORY, ForeignRunError, TrainConfig, fit, load_history
-from dyninf.inference import evaluate
-from dyninf.io import DiskFullError, atomic_torch_save, atomic_write_text
-from dyninf.paths import course_root
-from dyninf.sandbox import confinement_problem
+from dyninf.tools import runner
+from dyninf.network.backbones import cifar_resnet
+from dyninf.data.cifar import load_cifar, synthetic_dataset, write_cache
+from dyninf.training.loop import CHECKPOINT, HISTORY, ForeignRunError, TrainConfig, fit, load_history
+from dyninf.network.inference import evaluate
+from dyninf.utils.io import DiskFullError, atomic_torch_save, atomic_write_text
+from dyninf.utils.paths import course_root
+from dyninf.tools.sandbox import confinement_problem
 
 CONFIG = TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=1)
 
@@ -41,9 +41,9 @@ def _python(script: str, *args) -> subprocess.Popen:
 
 TRAIN_ONE = """
     import sys, torch
-    from dyninf.backbones import cifar_resnet
-    from dyninf.data import synthetic_dataset
-    from dyninf.fitting import TrainConfig, fit
+    from dyninf.network.backbones import cifar_resnet
+    from dyninf.data.cifar import synthetic_dataset
+    from dyninf.training.loop import TrainConfig, fit
     torch.manual_seed(0)
     fit(cifar_resnet(8, width=8), synthetic_dataset(train_per_class=16, test_per_class=4),
         TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=1), sys.argv[1], device="cpu", description="run")
@@ -87,8 +87,8 @@ WORKER_PARENT = """
     import time
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
-    from dyninf.data import synthetic_dataset
-    from dyninf.trainings import _start_worker
+    from dyninf.data.cifar import synthetic_dataset
+    from dyninf.course.trainings import _start_worker
     import os
     with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_start_worker,
                              initargs=(1, synthetic_dataset(1, 1))) as pool:
@@ -182,7 +182,7 @@ def test_a_course_run_that_fills_the_disk_reports_it_and_leaves_no_earlier_succe
 
     import papermill
 
-    notebook = course.notebooks_in_order()[0]
+    notebook = runner.notebooks_in_order()[0]
     out = tmp_path / "build"
     out.mkdir()
     for name in (notebook.name, f"{notebook.stem}.html"):   # an earlier run's copies
@@ -194,7 +194,7 @@ def test_a_course_run_that_fills_the_disk_reports_it_and_leaves_no_earlier_succe
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(papermill, "execute_notebook", fills_the_disk)
-    assert course.run_course("quick", out, [notebook]) is False
+    assert runner.run_course("quick", out, [notebook]) is False
     [run] = json.loads((out / "course.json").read_text())["notebooks"]
     assert run["status"] == "FAILED" and "no space left on the device to write" in run["error"], run
     assert "| FAILED |" in (out / "REPORT.md").read_text() and "no space left" in (out / "REPORT.md").read_text()
@@ -204,9 +204,9 @@ def test_a_course_run_that_fills_the_disk_reports_it_and_leaves_no_earlier_succe
     def report_fails(path, text):
         raise DiskFullError(errno.ENOSPC, f"no space left on the device to write {path}")
 
-    monkeypatch.setattr(course, "atomic_write_text", report_fails)
+    monkeypatch.setattr(runner, "atomic_write_text", report_fails)
     with pytest.raises(DiskFullError):
-        course.run_course("quick", out, [notebook])
+        runner.run_course("quick", out, [notebook])
     assert not (out / "REPORT.md").exists() and not (out / "course.json").exists(), \
         "a report that could not be rewritten is removed, not left claiming the last run"
 
@@ -215,7 +215,7 @@ def test_wrong_inputs_to_inference_and_to_a_dynamic_network_say_what_was_expecte
     from dyninf.deciders import BlockDropPolicy
     from dyninf.deciders.aig import AIGGates
     from dyninf.deciders.stochastic_depth import StochasticDepth
-    from dyninf.dynamic import DynamicNetwork
+    from dyninf.network.dynamic import DynamicNetwork
 
     net = cifar_resnet(8).eval()
     with pytest.raises(ValueError, match=r"at least one uint8 image, of shape \(N, 3, H, W\); got \(0, 3, 32, 32\)"):
@@ -243,7 +243,7 @@ def test_a_real_full_disk_while_a_checkpoint_is_written(tmp_path):
     disk.mkdir()
     script = textwrap.dedent(f"""
         import os, torch
-        from dyninf.io import DiskFullError, atomic_torch_save
+        from dyninf.utils.io import DiskFullError, atomic_torch_save
         path = {str(disk / "run" / "checkpoint.pt")!r}
         atomic_torch_save({{"epoch": 1}}, path)
         try:

@@ -19,8 +19,8 @@ nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed here")
 
 from conftest import set_to_the_tiny_profile  # noqa: E402
-from dyninf.course import notebooks_in_order  # noqa: E402
-from dyninf.paths import build_dir  # noqa: E402
+from dyninf.tools.runner import notebooks_in_order  # noqa: E402
+from dyninf.utils.paths import build_dir  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # CI sets DYNINF_REQUIRE_BROWSER: there a missing Chromium fails the test instead of skipping it

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from dyninf.backbones import cifar_resnet
-import dyninf.latency as latency
-from dyninf.latency import (ABOVE_IDEAL_NOISE, BATCH_ONE_IMAGES, FASTER, MASKED_NOISE, NO_DIFFERENCE, SLOWER,
+from dyninf.network.backbones import cifar_resnet
+import dyninf.measure.latency as latency
+from dyninf.measure.latency import (ABOVE_IDEAL_NOISE, BATCH_ONE_IMAGES, FASTER, MASKED_NOISE, NO_DIFFERENCE, SLOWER,
                             Speedup, compare_modes, cuda_graph_replay, measure_training_step, measure_training_steps,
                             paired_speedup, speedup_reading, speedup_verdict, time_calls, time_rounds, timing_slices,
                             training_step_verdict)
@@ -111,10 +111,10 @@ def test_compare_modes_reports_how_far_masked_and_skipped_outputs_differ():
 
 
 def test_the_ideal_speedup_is_the_plain_macs_over_what_the_images_spend_by_hand():
-    from dyninf.cost import network_cost
+    from dyninf.network.cost import network_cost
     from dyninf.deciders import BlockDropPolicy, StochasticDepth
-    from dyninf.dynamic import DynamicNetwork
-    from dyninf.latency import ideal_speedup
+    from dyninf.network.dynamic import DynamicNetwork
+    from dyninf.measure.latency import ideal_speedup
 
     plain = cifar_resnet(8)   # a stem, 3 blocks and a head
     cost = network_cost(plain)
@@ -138,9 +138,9 @@ def test_the_ideal_speedup_is_the_plain_macs_over_what_the_images_spend_by_hand(
 
 
 def test_speedup_table_rows_and_ratios():
-    from dyninf.dynamic import DynamicNetwork
+    from dyninf.network.dynamic import DynamicNetwork
     from dyninf.deciders import StochasticDepth
-    from dyninf.latency import speedup_table
+    from dyninf.measure.latency import speedup_table
 
     plain = cifar_resnet(8)
     net = DynamicNetwork(cifar_resnet(8), StochasticDepth(3, 0.5)).eval()
@@ -158,7 +158,7 @@ def test_speedup_table_rows_and_ratios():
 
 
 def test_speedup_table_reads_each_row_from_its_rounds(monkeypatch):
-    from dyninf.latency import speedup_table
+    from dyninf.measure.latency import speedup_table
 
     def rounds(plain, run, inputs, min_run_time):   # hand-made seconds per round
         return {"plain": [1.0, 1.1, 1.0], "masked": [0.9, 1.0, 0.95], "skipped": [0.5, 0.6, 0.5]}, 0.0
@@ -179,7 +179,7 @@ def test_speedup_table_reads_each_row_from_its_rounds(monkeypatch):
 
 
 def test_speedup_table_passes_fixed_decisions_with_their_images():
-    from dyninf.latency import ideal_speedup, speedup_table
+    from dyninf.measure.latency import ideal_speedup, speedup_table
 
     class Recorder(torch.nn.Module):
         def __init__(self):
@@ -236,8 +236,8 @@ def test_speedup_verdict_says_faster_slower_or_no_measurable_difference_from_the
 
 def test_the_whole_set_ideal_is_set_beside_the_timed_images_and_below_1_says_no_skipping_can_pay():
     from dyninf.deciders import BlockDropPolicy
-    from dyninf.dynamic import DynamicNetwork
-    from dyninf.latency import BATCH_ONE_IMAGES, ideal_speedup, whole_set_ideal_note
+    from dyninf.network.dynamic import DynamicNetwork
+    from dyninf.measure.latency import BATCH_ONE_IMAGES, ideal_speedup, whole_set_ideal_note
 
     plain = cifar_resnet(8)
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
@@ -268,7 +268,7 @@ def test_a_speed_up_above_the_ideal_is_called_noise_and_a_measured_one_needs_no_
 
 
 def test_speedup_metrics_note_the_rounds_range_and_the_reading():
-    from dyninf.report import speedup_metrics
+    from dyninf.tools.report import speedup_metrics
 
     table = _table([(1, "x skipped", 1.23456, 1.15, 1.3, 2.0, FASTER),
                     (256, "x skipped", 2.07, 2.01, 2.1, 1.94, ABOVE_IDEAL_NOISE)])

@@ -2,10 +2,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dyninf.backbones import cifar_resnet
-from dyninf.data import synthetic_dataset
-from dyninf.inference import predict
-from dyninf.lesion import (lesion_accuracy, lesion_decisions, random_lesions, random_paths_like,
+from dyninf.network.backbones import cifar_resnet
+from dyninf.data.cifar import synthetic_dataset
+from dyninf.network.inference import predict
+from dyninf.measure.lesion import (lesion_accuracy, lesion_decisions, random_lesions, random_paths_like,
                            single_block_lesions)
 
 

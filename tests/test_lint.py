@@ -6,7 +6,7 @@ import sys
 
 import nbformat
 
-from dyninf.paths import course_root
+from dyninf.utils.paths import course_root
 
 
 def test_library_tests_benchmark_and_notebooks_pass_the_linter():

@@ -4,12 +4,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-import dyninf.fitting as train_module
-from dyninf.data import synthetic_dataset
-from dyninf.dynamic import predict_with_decisions, spent_macs
-from dyninf.networks import (CALIBRATION_IMAGES, calibration_images, run_dir, train_aig, train_baseline,
+import dyninf.training.loop as train_module
+from dyninf.data.cifar import synthetic_dataset
+from dyninf.network.dynamic import predict_with_decisions, spent_macs
+from dyninf.course.trained import (CALIBRATION_IMAGES, calibration_images, run_dir, train_aig, train_baseline,
                              train_gaternet, train_stochastic_depth)
-from dyninf.profiles import get_profile
+from dyninf.course.profiles import get_profile
 
 
 @pytest.fixture
@@ -69,8 +69,8 @@ def test_gaternet_runs_are_cached_under_their_l1_weight(course):
 
 
 def test_wider_width_matches_a_parameter_budget_and_trains_under_its_name(course):
-    from dyninf.backbones import cifar_resnet
-    from dyninf.networks import train_wider, wider_width
+    from dyninf.network.backbones import cifar_resnet
+    from dyninf.course.trained import train_wider, wider_width
 
     def size(width):
         return sum(p.numel() for p in cifar_resnet(20, width=width).parameters())
@@ -83,7 +83,7 @@ def test_wider_width_matches_a_parameter_budget_and_trains_under_its_name(course
 
 
 def test_gaternet_from_scratch_on_a_bottleneck_backbone_as_in_the_paper_profile(course, monkeypatch):
-    from dyninf.recipes import RECIPES
+    from dyninf.course.recipes import RECIPES
 
     profile, data = course
     paper_like = replace(RECIPES["paper"].gaternet, backbone_depth=11, gater_depth=8, bottleneck=16)
@@ -96,14 +96,14 @@ def test_gaternet_from_scratch_on_a_bottleneck_backbone_as_in_the_paper_profile(
     # the paper's grid: another backbone, named by it; the comparison points reload each with its own
     other, _ = train_gaternet(profile, data, sparsity_weight=1.0, progress=False, scratch_backbone=(8, False))
     assert other.backbone.depth == 8 and (run_dir(profile, "resnet8_gaternet_l1") / "history.json").exists()
-    from dyninf.frontier import trained_points
+    from dyninf.course.points import trained_points
     monkeypatch.setattr(train_module, "_train_one_epoch", lambda *a: pytest.fail("retrained"))
     points = trained_points(profile, data, methods=("GaterNet",))
     assert points.network.tolist() == ["GaterNet ResNet-11, λ = 1", "GaterNet ResNet-8, λ = 1"]
 
 
 def test_trained_plain_resnets_lists_finished_plain_runs_only(course):
-    from dyninf.networks import trained_plain_resnets
+    from dyninf.course.trained import trained_plain_resnets
 
     profile, data = course
     assert trained_plain_resnets(profile) == {}
@@ -115,8 +115,8 @@ def test_trained_plain_resnets_lists_finished_plain_runs_only(course):
 
 
 def test_blockdrop_trains_a_curriculum_on_the_frozen_baseline_then_finetunes_jointly(course, monkeypatch):
-    from dyninf.networks import train_blockdrop
-    from dyninf.recipes import RECIPES
+    from dyninf.course.trained import train_blockdrop
+    from dyninf.course.recipes import RECIPES
 
     profile, data = course
     baseline, _ = train_baseline(profile, data, progress=False)
@@ -142,7 +142,7 @@ def test_blockdrop_trains_a_curriculum_on_the_frozen_baseline_then_finetunes_joi
         train_blockdrop(profile, data, penalty=-1.0, progress=False)
 
     # the comparison points find both finished runs (and load, not retrain, BlockDrop)
-    from dyninf.frontier import trained_points
+    from dyninf.course.points import trained_points
     monkeypatch.setattr(train_module, "_train_one_epoch", lambda *a: pytest.fail("retrained"))
     points = trained_points(profile, data, methods=("plain", "AIG", "BlockDrop"))
     assert points.network.tolist() == ["plain ResNet-20", "BlockDrop ResNet-20, γ = 2"]
@@ -153,7 +153,8 @@ def test_blockdrop_trains_a_curriculum_on_the_frozen_baseline_then_finetunes_joi
 
 
 def test_trained_points_of_a_profile_without_runs_is_an_empty_table_and_methods_are_checked(course):
-    from dyninf.frontier import COLUMNS, trained_points
+    from dyninf.course.points import trained_points
+    from dyninf.measure.frontier import COLUMNS
 
     profile, data = course
     empty = trained_points(profile, data)
@@ -166,12 +167,12 @@ def test_a_bottleneck_baseline_has_its_own_run(course):
     profile, data = course
     net, _ = train_baseline(profile, data, depth=11, bottleneck=True, progress=False)
     assert net.depth == 11 and (run_dir(profile, "resnet11_bottleneck") / "history.json").exists()
-    from dyninf.networks import trained_plain_resnets
+    from dyninf.course.trained import trained_plain_resnets
     assert trained_plain_resnets(profile) == {}      # not mistaken for a basic-block ResNet
 
 
 def test_another_seed_trains_every_recipe_with_that_seed_in_its_own_runs(course):
-    from dyninf.fitting import CHECKPOINT
+    from dyninf.training.loop import CHECKPOINT
 
     profile, data = course
     seeded = profile.with_seed(3)

@@ -4,9 +4,9 @@ import pytest
 import seaborn as sns
 import torch
 
-import dyninf.profiles as profiles_module
-from dyninf.data import synthetic_dataset
-from dyninf.notebook import start_notebook
+import dyninf.course.profiles as profiles_module
+from dyninf.data.cifar import synthetic_dataset
+from dyninf.course.notebook import start_notebook
 
 
 def test_the_notebook_start_seeds_every_generator_with_the_profiles_seed(monkeypatch):

@@ -8,9 +8,9 @@ import pytest
 # these tests are skipped there instead of stopping the whole collection. CI installs it.
 nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner) is not installed here")
 
-from dyninf.grading import graded_cells  # noqa: E402
-from dyninf.course import CHECKED_OUTPUT_TAG, execute_notebook, notebooks_in_order, run_course  # noqa: E402
-from dyninf.paths import course_root  # noqa: E402
+from dyninf.tools.grading import graded_cells  # noqa: E402
+from dyninf.tools.runner import CHECKED_OUTPUT_TAG, execute_notebook, notebooks_in_order, run_course  # noqa: E402
+from dyninf.utils.paths import course_root  # noqa: E402
 
 NOTEBOOKS = notebooks_in_order()
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dyninf.profiles import PROFILES, get_profile
+from dyninf.course.profiles import PROFILES, get_profile
 
 
 def test_unknown_profile_lists_the_known_ones():
@@ -29,8 +29,8 @@ def test_tiny_runs_quicks_recipes_on_a_few_images_in_runs_of_its_own_without_che
 
 
 def test_another_data_set_keeps_its_runs_apart_and_loads_that_data_set(monkeypatch):
-    import dyninf.profiles as profiles_module
-    from dyninf.data import synthetic_dataset
+    import dyninf.course.profiles as profiles_module
+    from dyninf.data.cifar import synthetic_dataset
 
     paper = get_profile("paper")
     on_cifar100 = paper.for_dataset("cifar100")

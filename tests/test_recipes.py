@@ -3,8 +3,8 @@ from dataclasses import FrozenInstanceError, replace
 
 import pytest
 
-from dyninf.profiles import PROFILES, get_profile
-from dyninf.recipes import RECIPES, RUN_SETTINGS, RunName, parse_run_name, recipes_of, run_name, stochastic_depth_recipe
+from dyninf.course.profiles import PROFILES, get_profile
+from dyninf.course.recipes import RECIPES, RUN_SETTINGS, RunName, parse_run_name, recipes_of, run_name, stochastic_depth_recipe
 
 
 def test_every_profile_has_its_recipes_and_tiny_trains_quicks():

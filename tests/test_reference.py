@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import dyninf.reference as reference
-from dyninf.reference import RUN_KEYS, export_reference, reference_problems
+import dyninf.tools.reference as reference
+from dyninf.tools.reference import RUN_KEYS, export_reference, reference_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ def _png(colour) -> bytes:
 
 
 def _finished_course(build: Path, status=("ok", "ok")) -> Path:
-    """A make-course folder as `dyninf.course` leaves it: two notebooks, one with two figures."""
+    """A make-course folder as `dyninf.tools.runner` leaves it: two notebooks, one with two figures."""
     names = ["00_first", "01_second"]
     (build / "metrics").mkdir(parents=True)
     for name, figures in zip(names, ([_png("red"), _png("blue")], [])):
@@ -77,7 +77,8 @@ def test_a_file_nobody_names_or_that_does_not_parse_is_a_problem(tmp_path):
 
 
 def test_every_kept_result_is_named_and_parses():
-    mentions = (ROOT / "README.md").read_text() + "".join(
+    # what points readers to the kept results: both READMEs (results/README.md describes them) and the notebooks
+    mentions = (ROOT / "README.md").read_text() + (ROOT / "results" / "README.md").read_text() + "".join(
         path.read_text() for path in (ROOT / "notebooks").glob("*.ipynb"))
     folders = sorted(path for path in (ROOT / "results").iterdir() if path.is_dir())
     assert folders, "results/ holds the kept results"

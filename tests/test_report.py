@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from dyninf.course import run_course
-from dyninf.report import Metric, metrics_markdown, render_report, save_metrics
+from dyninf.tools.runner import run_course
+from dyninf.tools.report import Metric, metrics_markdown, render_report, save_metrics
 
 
 def test_save_metrics_writes_the_notebooks_numbers(tmp_path):
@@ -47,7 +47,7 @@ def test_course_runner_rejects_an_unknown_profile(tmp_path):
 def test_speedup_metrics_take_the_rows_of_one_mode():
     import pandas as pd
 
-    from dyninf.report import speedup_metrics
+    from dyninf.tools.report import speedup_metrics
 
     latency = pd.DataFrame([
         {"batch": 1, "mode": "X masked", "speed-up": 0.5, "ideal speed-up": 2.0, "realized / ideal": 0.25},

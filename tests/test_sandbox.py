@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from dyninf.paths import course_root
-from dyninf.sandbox import KERNEL_NAME, confinement_problem, main, sandbox_command, use_kernel_specs_in, \
+from dyninf.utils.paths import course_root
+from dyninf.tools.sandbox import KERNEL_NAME, confinement_problem, main, sandbox_command, use_kernel_specs_in, \
     write_kernel_spec
 
 needs_sandbox = pytest.mark.skipif(bool(confinement_problem()) and not os.environ.get("DYNINF_REQUIRE_SANDBOX"),
@@ -50,7 +50,7 @@ def test_graded_code_sees_no_answer_writes_only_its_own_folder_and_is_held_to_it
     seen = _run(client, f"""
         import json, os
         from pathlib import Path
-        from dyninf.paths import course_root
+        from dyninf.utils.paths import course_root
         root = course_root()
         def writable(path):
             try:

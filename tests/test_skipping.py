@@ -1,4 +1,4 @@
-"""Skipped execution's plan (dyninf.skipping): the way each block runs, checked by hand; masked and
+"""Skipped execution's plan (dyninf.network.skipping): the way each block runs, checked by hand; masked and
 skipped agree whichever way is chosen; and no host synchronisation inside the block loop when the
 decisions are known before it (recorded with a TorchDispatchMode, and on CUDA with the sync debug
 mode)."""
@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import dyninf.backbones as backbones
+import dyninf.network.backbones as backbones
 from conftest import settled_resnet
-from dyninf import skipping
-from dyninf.backbones import cifar_resnet
-from dyninf.batches import model_inputs
+from dyninf.network import skipping
+from dyninf.network.backbones import cifar_resnet
+from dyninf.data.batches import model_inputs
 from dyninf.deciders import random_decisions
-from dyninf.skipping import SkippingPolicy
+from dyninf.network.skipping import SkippingPolicy
 from test_devices import _dynamic_networks, _images
 
 # Operators that make the host wait for the device: a value read back (.item(), bool(), int()),
@@ -136,10 +136,13 @@ def _global_cases():
 def test_decisions_known_up_front_are_read_back_once_and_the_blocks_never_wait(case, batch, monkeypatch):
     net, x, cases = _global_cases()
     given = {key: value[:batch] for key, value in cases[case].items()}
-    recorder = _record_syncs(net, lambda: net(x[:batch], mode="skipped", **given), monkeypatch)
+    passes = []
+    recorder = _record_syncs(net, lambda: passes.append(net(x[:batch], mode="skipped", return_record=True, **given)),
+                             monkeypatch)
     assert recorder.syncs == [] and recorder.plans == 0, recorder.syncs   # planned before the stem
-    assert net.plan_reads == 1
-    assert net.last_ways == _ways(net.execution_plan(x[:batch], given.get("decisions"), given.get("filter_gates")))
+    record = passes[0][1]
+    assert record.plan_reads == 1
+    assert list(record.ways) == _ways(net.execution_plan(x[:batch], given.get("decisions"), given.get("filter_gates")))
 
 
 @pytest.mark.parametrize("name", ["GaterNet", "BlockDrop"])
@@ -151,22 +154,24 @@ def test_a_global_decider_s_network_never_waits_inside_the_block_loop(name, monk
 
 def test_a_local_decider_is_read_back_once_per_gated_block_and_nowhere_else(monkeypatch):
     net = _dynamic_networks("cpu")["AIG"]
-    recorder = _record_syncs(net.backbone, lambda: net(model_inputs(_images(8))), monkeypatch)
-    assert recorder.syncs == [] and recorder.plans == len(net.decider.gated_blocks) == net.backbone.plan_reads
+    passes = []
+    recorder = _record_syncs(net.backbone, lambda: passes.append(net(model_inputs(_images(8)), return_record=True)),
+                             monkeypatch)
+    assert recorder.syncs == [] and recorder.plans == len(net.decider.gated_blocks) == passes[0][1].plan_reads
     with torch.no_grad():
-        net(model_inputs(_images(8)), mode="masked")
-    assert net.backbone.plan_reads == 0
+        _, masked = net(model_inputs(_images(8)), mode="masked", return_record=True)
+    assert masked.plan_reads == 0 and masked.ways == ("all",) * net.num_blocks
 
 
 def test_the_recorder_catches_a_synchronisation_that_comes_back_into_the_loop(monkeypatch):
     net, x, cases = _global_cases()
-    scaled = skipping._scaled
+    scaled = backbones.scaled_residual
 
     def scaled_after_a_check(residual, run, is_scaled):      # the old "are they all ones?" test
         torch.equal(run, torch.ones_like(run))
         return scaled(residual, run, is_scaled)
 
-    monkeypatch.setattr(skipping, "_scaled", scaled_after_a_check)
+    monkeypatch.setattr(backbones, "scaled_residual", scaled_after_a_check)
     recorder = _record_syncs(net, lambda: net(x, mode="skipped", **cases["fixed decisions"]), monkeypatch)
     assert "aten::equal" in recorder.syncs
 
@@ -234,8 +239,10 @@ def test_where_the_policy_says_waiting_does_not_pay_local_and_filter_decisions_r
     for name in ("AIG", "GaterNet"):
         net = nets[name]
         net.backbone.skipping_policy = SkippingPolicy(plan_local_decisions=False, slice_filters=False)
-        recorder = _record_syncs(net.backbone, lambda: net(x, mode="skipped"), monkeypatch)
-        assert recorder.syncs == [] and recorder.plans == 0 and net.backbone.plan_reads == 0, name
+        passes = []
+        recorder = _record_syncs(net.backbone, lambda: passes.append(net(x, mode="skipped", return_record=True)),
+                                 monkeypatch)
+        assert recorder.syncs == [] and recorder.plans == 0 and passes[0][1].plan_reads == 0, name
         with torch.no_grad():
             assert torch.allclose(net(x, mode="skipped"), net(x, mode="masked"), atol=1e-5), name
     assert skipping.policy_for("cuda") == skipping.POLICIES["cuda"] and skipping.policy_for("cpu").slice_filters

@@ -4,10 +4,10 @@ import re
 
 import pytest
 
-from dyninf.paths import course_root
-from dyninf.profiles import get_profile
-from dyninf.report import device_name
-from dyninf.spread import collect, measured_spread, spread_markdown, spread_note, spread_path
+from dyninf.utils.paths import course_root
+from dyninf.course.profiles import get_profile
+from dyninf.utils.devices import device_name
+from dyninf.tools.spread import collect, measured_spread, spread_markdown, spread_note, spread_path
 
 
 def _metrics(folder, notebook, values, device="CPU (x86_64, 2 threads)"):

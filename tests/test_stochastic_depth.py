@@ -3,10 +3,10 @@ import torch
 
 from torchvision.ops import stochastic_depth
 
-import dyninf.skipping as skipping
-from dyninf.backbones import cifar_resnet
+import dyninf.network.skipping as skipping
+from dyninf.network.backbones import cifar_resnet
 from dyninf.deciders import StochasticDepth, survival_probabilities
-from dyninf.dynamic import DynamicNetwork
+from dyninf.network.dynamic import DynamicNetwork
 
 
 def test_survival_probabilities_by_hand():
@@ -63,11 +63,11 @@ def test_batch_mode_skips_without_planning_and_as_torchvision_draws_it():
     images = torch.randn(5, 3, 32, 32)
     try:
         torch.manual_seed(4)
-        _, taken = net(images, return_decisions=True)
+        _, taken, record = net(images, return_decisions=True, return_record=True)
     finally:
         skipping.plan_execution = original
-    assert plans == [] and net.backbone.plan_reads == 0
-    assert [way for way in net.backbone.last_ways] == ["skip" if d == 0 else "all" for d in taken[0].tolist()]
+    assert plans == [] and record.plan_reads == 0
+    assert list(record.ways) == ["skip" if d == 0 else "all" for d in taken[0].tolist()]
     torch.manual_seed(4)
     expected = [stochastic_depth(torch.ones(5), p=1 - p, mode="batch")[0].item()
                 for p in survival_probabilities(net.num_blocks, 0.5).tolist()]

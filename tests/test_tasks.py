@@ -4,7 +4,7 @@ import torch
 
 from dyninf.deciders import blockdrop_reward, target_rate_loss
 from dyninf.deciders.aig import target_rate_loss as target_rate_loss_in_its_module
-from dyninf.tasks import LIBRARY_ANSWERS, LibraryAnswerCalled, library_answers_disabled, library_object
+from dyninf.course.tasks import LIBRARY_ANSWERS, LibraryAnswerCalled, library_answers_disabled, library_object
 
 
 def test_every_library_answer_names_a_function_or_method_the_switch_can_disable():
@@ -28,7 +28,7 @@ def test_within_the_block_every_reference_to_the_answer_raises_and_afterwards_it
 
 
 def test_a_method_is_disabled_for_every_instance_and_restored_after_an_error():
-    from dyninf.backbones import cifar_resnet
+    from dyninf.network.backbones import cifar_resnet
 
     block = cifar_resnet(20).blocks[1]   # an identity shortcut
     x = torch.randn(2, 16, 32, 32)

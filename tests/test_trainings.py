@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from dyninf.data import synthetic_dataset
-from dyninf.fitting import TrainConfig, load_history
-from dyninf.networks import run_dir
-from dyninf.profiles import get_profile
-from dyninf.recipes import RECIPES
-from dyninf.trainings import (H100_STEP_SECONDS, Training, _train_in_parallel, course_trainings, estimate_table,
+from dyninf.data.cifar import synthetic_dataset
+from dyninf.training.loop import TrainConfig, load_history
+from dyninf.course.trained import run_dir
+from dyninf.course.profiles import get_profile
+from dyninf.course.recipes import RECIPES
+from dyninf.course.trainings import (H100_STEP_SECONDS, Training, _train_in_parallel, course_trainings, estimate_table,
                               estimated_seconds, main, plain_label, readme_row, train_all)
 
 ROOT = Path(__file__).resolve().parents[1]

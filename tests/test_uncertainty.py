@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dyninf.uncertainty import binomial_standard_error, compare_accuracies, difference_standard_error
+from dyninf.measure.uncertainty import binomial_standard_error, compare_accuracies, difference_standard_error
 
 
 def test_binomial_standard_error_by_hand():

@@ -1,12 +1,16 @@
 """Adaptive Inference: the tested library behind the course notebooks.
 
-One residual backbone (``dyninf.backbones``) that takes per-image decisions (``dyninf.decisions``),
-the deciders that make them (``dyninf.deciders``), CIFAR-10 (``dyninf.data``), cost counting
-(``dyninf.cost``), inference (``dyninf.inference``), one training loop (``dyninf.fitting``), named
-profiles (``dyninf.profiles``), the course's networks trained per profile (``dyninf.networks``) and its
-report (``dyninf.report``). Imports point one way:
-the decision protocol and the backbone at the bottom, deciders above them, training and the
-notebooks' helpers on top (tests/test_imports.py checks the bottom stays light).
+Each package's role is in its folder's name, each may import only the packages below it (its
+``__init__`` says which; tests/test_imports.py checks it), from the bottom up:
+
+- ``dyninf.decisions``: the decision protocol, per image and block, at the very bottom;
+- ``dyninf.utils``: files, paths, devices;
+- ``dyninf.data``: CIFAR-10 and its batches;
+- ``dyninf.network``: the residual backbone, its masked and skipped execution modes, cost, inference;
+- ``dyninf.deciders``: stochastic depth, AIG, GaterNet and BlockDrop, what decide for the backbone;
+- ``dyninf.measure`` and ``dyninf.training``: measuring trained networks, and the training loop;
+- ``dyninf.course``: profiles, recipes, the trained networks, the notebooks' helpers;
+- ``dyninf.tools``: the command lines (make course, the classroom edition, the GPU check).
 """
 import logging
 

@@ -3,6 +3,8 @@
 Every method of the course is the same residual network with a different decider:
 a fixed tensor (``dyninf.decisions``), a random decider (stochastic depth), a local gate per block (AIG),
 a global policy (BlockDrop) and a global gater over filters (GaterNet).
+
+May import: dyninf.decisions, dyninf.network, dyninf.utils.
 """
 from dyninf.deciders.aig import AIGGates, calibrate_thresholds, check_target_rate, target_rate_loss
 from dyninf.deciders.blockdrop import (BlockDropPolicy, blockdrop_reward, bounded_probabilities,

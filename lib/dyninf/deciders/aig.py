@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_linear_bn_weights
 
-from dyninf.backbones import CifarResNet
+from dyninf.network.backbones import CifarResNet
 from dyninf.decisions import DeciderKind, check_batch_for_batch_norm
-from dyninf.dynamic import DynamicNetwork
-from dyninf.folding import derived, folding_sources
-from dyninf.inference import predict
+from dyninf.network.dynamic import DynamicNetwork
+from dyninf.network.folding import derived, folding_sources
+from dyninf.network.inference import predict
 
 SKIP, RUN = 0, 1
 

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli
 
-from dyninf.backbones import CifarResNet, cifar_resnet
-from dyninf.cost import network_cost
+from dyninf.network.backbones import CifarResNet, cifar_resnet
+from dyninf.network.cost import network_cost
 from dyninf.decisions import DeciderKind
 
 
@@ -131,7 +131,7 @@ class BlockDropPolicy(nn.Module):
 
     def entropy(self, probabilities: torch.Tensor) -> torch.Tensor:
         """The decided blocks' summed Bernoulli entropy (batch,) under the bounded keep-probabilities;
-        the official code's bonus differs (-s' log s' over all blocks), and ``dyninf.recipes``
+        the official code's bonus differs (-s' log s' over all blocks), and ``dyninf.course.recipes``
         says why this one is used."""
         return self.distribution(probabilities).entropy()[:, self.num_blocks - self.decided_blocks:].sum(1)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dyninf.backbones import CifarResNet, cifar_resnet
-from dyninf.cost import network_cost
+from dyninf.network.backbones import CifarResNet, cifar_resnet
+from dyninf.network.cost import network_cost
 from dyninf.decisions import DeciderKind, check_batch_for_batch_norm
 
 
