@@ -38,8 +38,8 @@ endif
 # is done takes tests from the other, so the slow ones, which run first, end together). The quick
 # networks the notebooks load are trained first, $(JOBS) at a time. (Running the other tests beside
 # those trainings saves nothing on 2 cores: the trainings keep both busy.) The browser test runs
-# alone afterwards: beside the other worker, in a fresh clone, its kernel twice ran no cell within
-# its 4 minutes (alone it takes 30 s).
+# alone afterwards (30-45 s): on a loaded machine JupyterLab renders the notebook slowly, and the
+# test waits for every cell and the kernel before it clicks Run All (clicked earlier, it ran nothing).
 test: install
 	$(PY) -m dyninf.course.trainings --profile quick --train --jobs $(JOBS)
 	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not browser"

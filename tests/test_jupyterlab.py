@@ -85,7 +85,13 @@ def test_notebook_00_runs_in_jupyterlab_in_chromium_with_no_error_and_its_figure
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             page.goto(f"{url}/lab/tree/{notebook.name}?token={token}")
-            page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
+            # ready when every code cell is rendered and a kernel is connected: the panel first shows one
+            # empty placeholder cell and "No Kernel", and Run All clicked then runs nothing (seen in CI)
+            page.wait_for_function(
+                """expected => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length === expected
+                    && [...document.querySelectorAll('.jp-Toolbar-kernelName')].some(
+                        name => name.textContent.trim() && !/No Kernel/.test(name.textContent))""",
+                arg=code_cells, timeout=120_000, polling=500)
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
             no_news = page.get_by_role("button", name="No", exact=True)   # "get notified about Jupyter news?"
             if no_news.is_visible():
