@@ -109,7 +109,7 @@ bench: install
 
 # Mutation testing of the deciders and the cost model (mutmut, configured in pyproject.toml): each
 # mutant is one small change to lib/dyninf/deciders/ or network/cost.py, run against the tests that cover
-# it; prints the share killed and lists the survivors. 6.5 minutes on 2 cores (AVX-512); not in `make
+# it; prints the share killed and lists the survivors. 13 minutes on 2 cores (AVX-512); not in `make
 # test`. It runs on a copy of the last commit in build/mutation/ with lib/ renamed src/: mutmut 3
 # imports mutated code only from ./, src/ or source/ (from lib/ the original would be imported).
 # One thread per test process: mutmut forks them, and a fork of a process whose OpenMP threads have

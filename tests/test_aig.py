@@ -252,3 +252,9 @@ def test_every_gate_gets_the_hidden_width_asked_for():
     gates = AIGGates(cifar_resnet(8), hidden=8)
     assert {gate.fc1.out_features for gate in gates.gates.values()} == {8}
     assert {gate.fc1.out_features for gate in AIGGates(cifar_resnet(8)).gates.values()} == {16}   # the paper's
+
+
+def test_gates_built_for_another_depth_are_refused_by_their_block_count():
+    gates = AIGGates(cifar_resnet(20))
+    with pytest.raises(ValueError, match="AIGGates was built for a network with 9 blocks; this backbone has 15"):
+        DynamicNetwork(cifar_resnet(32), gates)
