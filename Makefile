@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 # trainings at a time for `make networks` and `make test` (each with its share of the CPU threads)
 JOBS    ?= 2
 
-.PHONY: install test unit networks course student collect autograde grade formgrader export bench mutation gpu-check gpu-standard gpu-wheels clean
+.PHONY: install test unit networks course student collect autograde grade formgrader export bench mutation gpu-check gpu-standard gpu-wheels site clean
 
 install: $(STAMP)
 
@@ -57,6 +57,19 @@ networks: install
 # Execute every notebook in order into build/: notebooks, HTML, metrics JSON, REPORT.md.
 course: install
 	$(PY) -m dyninf.tools.runner --profile $(PROFILE) --out build
+
+# The course as a static website from an executed course, without running anything again: a learner's
+# edition (graded tasks without solutions, hidden checks or model answers) and an instructor's, in
+# $(SITE_OUT)/learner/ and $(SITE_OUT)/instructor/ (open index.html). SITE_FROM: any profile's run, e.g.
+# build/standard. Its packages (requirements-site.txt) go into .venv only here.
+SITE_FROM ?= build
+SITE_OUT ?= $(SITE_FROM)/site
+SITE_STAMP := $(VENV)/.site-installed
+$(SITE_STAMP): requirements-site.txt $(STAMP)
+	$(if $(filter uv,$(INSTALLER)),$(VENV)/bin/uv pip install --python $(PY),$(PY) -m pip install) -q -r requirements-site.txt
+	touch $@
+site: $(SITE_STAMP)
+	$(PY) -m dyninf.tools.website --build $(SITE_FROM) --out $(SITE_OUT)
 
 # For a class (README, "For instructors"): student copies of the notebooks in build/student/ (no
 # solution, hidden test, model answer or library source of a task's answer; outputs removed), made by

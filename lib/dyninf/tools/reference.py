@@ -15,13 +15,12 @@ import datetime
 import json
 import platform
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from PIL import Image
 
-from dyninf.utils.paths import course_root
+from dyninf.utils.paths import course_commit
 
 MAX_FIGURE_BYTES = 5_000_000   # all figures together: reference results stay small enough to commit
 RUN_KEYS = ("profile", "seed", "device", "torch", "python", "date", "commit")
@@ -46,8 +45,10 @@ def export_reference(build: Path, out: Path) -> list[Path]:
     run = {"profile": course["profile"], "seed": course["seed"],
            "device": sorted({m["device"] for m in metrics}), "torch": sorted({m["torch"] for m in metrics}),
            "python": platform.python_version(),
-           "date": datetime.date.fromtimestamp((build / "course.json").stat().st_mtime).isoformat(),
-           "commit": _commit()}
+           # the run's own record where it has one (runs before it recorded them: the file's date)
+           "date": course.get("finished", "")[:10]
+           or datetime.date.fromtimestamp((build / "course.json").stat().st_mtime).isoformat(),
+           "commit": course.get("commit") or course_commit()}
     staging = out.with_name(out.name + ".partial")   # nothing half-written where a reader looks
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "metrics").mkdir(parents=True)
@@ -76,15 +77,6 @@ def _figures(executed: Path) -> list[bytes]:
     notebook = json.loads(executed.read_text())
     return [base64.b64decode(output["data"]["image/png"]) for cell in notebook["cells"]
             for output in cell.get("outputs", []) if "image/png" in output.get("data", {})]
-
-
-def _commit() -> str:
-    try:
-        found = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=course_root(),
-                               capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return found.stdout.strip()
 
 
 def _index(run: dict, course: dict, figures: list[str]) -> str:

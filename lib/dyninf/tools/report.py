@@ -85,19 +85,21 @@ def metrics_markdown(metrics: list[Metric | dict]) -> str:
     return "\n".join(lines)
 
 
-def render_report(runs: list[dict]) -> str:
+def render_report(runs: list[dict], html_column: bool = True) -> str:
     """Markdown for ``runs``: dicts with ``notebook``, ``seconds``, ``status``, ``executed``,
-    ``html`` (paths relative to the report), ``metrics`` (a metrics JSON's content or None) and,
-    where it failed, ``error`` (why, in one line)."""
+    ``html`` (paths relative to the report; not needed without ``html_column``, as on the course's
+    website, where the executed notebook is a page), ``metrics`` (a metrics JSON's content or None)
+    and, where it failed, ``error`` (why, in one line)."""
     lines = ["# Adaptive Inference: course report", ""]
     profiles = sorted({r["metrics"]["profile"] for r in runs if r.get("metrics")})
     devices = sorted({r["metrics"]["device"] for r in runs if r.get("metrics")})
     lines += [f"Profile: {', '.join(profiles) or '–'}. Device: {', '.join(devices) or '–'}. "
               f"Total time: {sum(r['seconds'] for r in runs) / 60:.1f} min.", "",
-              "| notebook | status | time | executed | HTML |", "|---|---|---|---|---|"]
+              "| notebook | status | time | executed |" + (" HTML |" if html_column else ""),
+              "|---|---|---|---|" + ("---|" if html_column else "")]
     for r in runs:
-        lines.append(f"| {r['notebook']} | {r['status']} | {r['seconds']:.0f} s | "
-                     f"[ipynb]({r['executed']}) | [html]({r['html']}) |")
+        lines.append(f"| {r['notebook']} | {r['status']} | {r['seconds']:.0f} s | [ipynb]({r['executed']}) |"
+                     + (f" [html]({r['html']}) |" if html_column else ""))
     for r in runs:
         lines += ["", f"## {r['notebook']}", ""]
         if not r.get("metrics"):

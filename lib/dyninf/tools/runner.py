@@ -3,8 +3,8 @@
     python -m dyninf.tools.runner --profile quick --out build [notebooks/00_resnet_baseline.ipynb ...]
 
 Writes ``<out>/<notebook>.ipynb`` (executed), ``<out>/<notebook>.html``,
-``<out>/metrics/<notebook>.json``, ``<out>/REPORT.md`` and ``<out>/course.json`` (each notebook's
-status and time). Stops at the first notebook that fails
+``<out>/metrics/<notebook>.json``, ``<out>/REPORT.md`` and ``<out>/course.json`` (the run: profile,
+seed, device, when, which commit; each notebook's status and time: what ``make site`` shows). Stops at the first notebook that fails
 (later notebooks build on earlier ones), still writing the report, and exits non-zero.
 """
 from __future__ import annotations
@@ -15,10 +15,11 @@ import json
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from dyninf.utils.io import DiskFullError, atomic_write_text, folder_lock, reporting_full_disk
-from dyninf.utils.paths import build_dir, course_root, shown_path
+from dyninf.utils.paths import build_dir, course_commit, course_root, shown_path
 from dyninf.course.profiles import PROFILES
 from dyninf.tools.report import render_report
 
@@ -136,6 +137,7 @@ def run_course(profile: str, out_dir: Path, notebooks: list[Path] | None = None,
     out_dir = Path(out_dir)
     runs, ok = [], True
     with folder_lock(out_dir, "running the course"):   # a second run into the same folder waits
+        started = _now()
         try:
             for notebook in notebooks:
                 print(f"[course] {notebook.name} ({profile} profile{f', seed {seed}' if seed else ''})", flush=True)
@@ -146,7 +148,7 @@ def run_course(profile: str, out_dir: Path, notebooks: list[Path] | None = None,
                 if not ok and not keep_going:
                     break
         finally:   # also when a run is stopped: the report says what ran, never an earlier run's success
-            _write_report(out_dir, profile, seed, runs)
+            _write_report(out_dir, profile, seed, runs, started)
     return ok
 
 
@@ -183,15 +185,25 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0].strip()}" if lines else type(error).__name__
 
 
-def _write_report(out_dir: Path, profile: str, seed: int, runs: list[dict]) -> None:
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_report(out_dir: Path, profile: str, seed: int, runs: list[dict], started: str) -> None:
     """REPORT.md and course.json for ``runs``; where they cannot be written (a full disk), the
     old ones are removed, so that none claims an earlier run's result, and the error says so."""
     report, summary_file = out_dir / "REPORT.md", out_dir / "course.json"
-    summary = [{key: run[key] for key in ("notebook", "status", "seconds", "error")} for run in runs]
+    summary = [{key: run[key] for key in ("notebook", "status", "seconds", "error")}
+               | {"device": (run["metrics"] or {}).get("device")} for run in runs]
+    # the device as the notebooks' kernels saw it (this process never chose one)
+    devices = sorted({run["device"] for run in summary if run["device"]})
+    torches = sorted({run["metrics"]["torch"] for run in runs if run["metrics"]})
+    record = {"profile": profile, "seed": seed, "device": ", ".join(devices) or None,
+              "torch": ", ".join(torches) or None, "started": started, "finished": _now(),
+              "commit": course_commit(), "notebooks": summary}
     try:
         atomic_write_text(report, render_report(runs))
-        atomic_write_text(summary_file, json.dumps({"profile": profile, "seed": seed, "notebooks": summary},
-                                                   indent=1))
+        atomic_write_text(summary_file, json.dumps(record, indent=1))
     except OSError:
         report.unlink(missing_ok=True)
         summary_file.unlink(missing_ok=True)

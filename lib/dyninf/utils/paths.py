@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 
@@ -35,3 +36,14 @@ def shown_path(path: str | os.PathLike) -> str:
         return path.relative_to(course_root()).as_posix()
     except ValueError:
         return path.name
+
+
+def course_commit() -> str:
+    """The commit of the course checkout, as ``git describe --always --dirty`` names it (``-dirty``:
+    tracked files differ from it); ``unknown (not a git checkout)`` elsewhere (an unpacked archive)."""
+    try:
+        found = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=course_root(),
+                               capture_output=True, text=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return found.stdout.strip()

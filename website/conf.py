@@ -1,0 +1,32 @@
+# Sphinx configuration of the course's website. `make site` (dyninf.tools.website) stages the pages
+# of one edition from an executed course and builds them with this file; it never executes a notebook.
+# Sphinx with myst-nb and the book theme: the stack Jupyter Book 1 is built on, all Python (Jupyter
+# Book 2 needs Node), with search, previous/next and downloads built in and served from the site.
+project = "Adaptive Inference"
+author = "the Adaptive Inference course"
+copyright = "the Adaptive Inference course"
+
+extensions = [
+    "myst_nb",
+    # MathJax 3 served from the site itself (Sphinx's default loads it from a CDN)
+    "sphinx-mathjax-offline",
+]
+nb_execution_mode = "off"            # the site shows the run it is built from
+nb_merge_streams = True
+myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_heading_anchors = 3             # README links such as results/README.md#test-times
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+
+html_theme = "sphinx_book_theme"
+html_title = "Adaptive Inference"
+html_static_path = ["_static"]
+html_css_files = ["course.css"]
+html_last_updated_fmt = None
+html_copy_source = True              # each page's notebook, to download (the theme's download button)
+html_theme_options = {
+    "use_download_button": True,
+    "use_fullscreen_button": False,
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+    "home_page_in_toc": True,
+}
