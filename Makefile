@@ -4,6 +4,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= quick
 STAMP   := $(VENV)/.installed
+SITE_STAMP := $(VENV)/.site-installed   # make site's packages (requirements-site.txt)
 
 # trainings at a time for `make networks` and `make test` (each with its share of the CPU threads)
 JOBS    ?= 2
@@ -40,7 +41,8 @@ endif
 # those trainings saves nothing on 2 cores: the trainings keep both busy.) The browser test runs
 # alone afterwards (30-45 s): on a loaded machine JupyterLab renders the notebook slowly, and the
 # test waits for every cell and the kernel before it clicks Run All (clicked earlier, it ran nothing).
-test: install
+# The site's packages are installed too: tests/test_website.py builds both editions of the site.
+test: install $(SITE_STAMP)
 	$(PY) -m dyninf.course.trainings --profile quick --train --jobs $(JOBS)
 	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not browser"
 	$(PY) -m pytest -m browser
@@ -64,7 +66,6 @@ course: install
 # build/standard. Its packages (requirements-site.txt) go into .venv only here.
 SITE_FROM ?= build
 SITE_OUT ?= $(SITE_FROM)/site
-SITE_STAMP := $(VENV)/.site-installed
 $(SITE_STAMP): requirements-site.txt $(STAMP)
 	$(if $(filter uv,$(INSTALLER)),$(VENV)/bin/uv pip install --python $(PY),$(PY) -m pip install) -q -r requirements-site.txt
 	touch $@
