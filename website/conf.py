@@ -30,3 +30,5 @@ html_theme_options = {
     "navigation_with_keys": False,
     "home_page_in_toc": True,
 }
+html_favicon = "_static/favicon.png"   # else browsers ask for /favicon.ico, a 404 in the console
+html_context = {"default_mode": "auto"}   # the theme's colour mode; unset, it logs an error at each page
