@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import posixpath
 import re
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from dyninf.tools.classroom import as_handed_out
 from dyninf.tools.report import render_report
@@ -127,39 +128,20 @@ def localize_links(markdown: str, page: str, pages: dict[str, str]) -> str:
     pointed at the site: to the site's copy where ``pages`` (checkout path -> site path) has one,
     else kept as its text (a file of the checkout that the site does not hold, such as the library's
     source, which a reader finds in the checkout)."""
-    here = PurePosixPath(page).parent
-    site_here = PurePosixPath(pages.get(page, page)).parent
+    here = posixpath.dirname(page)
+    site_here = posixpath.dirname(pages.get(page, page)) or "."
 
     def link(match: re.Match) -> str:
         image, text, target = match.groups()
         if re.match(r"^[a-z][a-z0-9+.-]*:|^#", target):   # another site, or an anchor of this page
             return match.group(0)
         path, _, anchor = target.partition("#")
-        resolved = _normalized(here / path)
+        resolved = posixpath.normpath(posixpath.join(here, path))
         if resolved in pages:
-            relative = _relative(PurePosixPath(pages[resolved]), site_here)
+            relative = posixpath.relpath(pages[resolved], site_here)
             return f"{image}[{text}]({relative}{'#' + anchor if anchor else ''})"
         return "" if image else text
     return _LINK.sub(link, markdown)
-
-
-def _normalized(path: PurePosixPath) -> str:
-    parts: list[str] = []
-    for part in path.parts:
-        if part == "..":
-            if parts:
-                parts.pop()
-        elif part != ".":
-            parts.append(part)
-    return "/".join(parts)
-
-
-def _relative(target: PurePosixPath, start: PurePosixPath) -> str:
-    start_parts = [] if str(start) == "." else list(start.parts)
-    common = 0
-    while common < min(len(start_parts), len(target.parts)) and start_parts[common] == target.parts[common]:
-        common += 1
-    return "/".join([".."] * (len(start_parts) - common) + list(target.parts[common:]))
 
 
 def readme_section(readme: str, heading: str) -> str:
