@@ -1,4 +1,6 @@
 import os
+import shutil
+import socket
 import tarfile
 from pathlib import Path
 
@@ -19,6 +21,21 @@ def settled_resnet(depth: int = 20, seed: int = 0, bottleneck: bool = False):
         for _ in range(3):
             net(torch.randn(16, 3, 32, 32))
     return net.eval()
+
+
+# The system Chromium that the browser tests drive through Playwright (Playwright's own browser
+# download needs the internet). CI sets DYNINF_REQUIRE_BROWSER: there a missing Chromium fails a
+# browser test instead of skipping it.
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("DYNINF_REQUIRE_BROWSER"),
+                                    reason="no Chromium here (`apt-get install chromium`, or set CHROMIUM)")
+
+
+def free_port() -> int:
+    """A localhost port nothing listens on now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def set_to_the_tiny_profile(nb) -> None:

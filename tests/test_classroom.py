@@ -13,7 +13,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner) is not installed here")
 pytest.importorskip("nbgrader", reason="nbgrader is not installed here")
 
-from conftest import set_to_the_tiny_profile  # noqa: E402
+from conftest import free_port, set_to_the_tiny_profile  # noqa: E402
 from dyninf.tools.classroom import (HIDDEN_TEST_MARKERS, SOLUTION_MARKERS, STUDENT_COPY, as_handed_out,  # noqa: E402
                               generate_student_copies, grade, main)
 from dyninf.tools.runner import CHECKED_OUTPUT_TAG, notebooks_in_order  # noqa: E402
@@ -468,14 +468,6 @@ def test_a_class_grades_into_one_gradebook_with_reasons_time_limits_feedback_and
     assert "autograding" not in out and out.count("| ada |") == 2 and "| bo | 00_resnet_baseline.ipynb | 0 |" in out
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_the_formgrader_started_in_the_course_folder_finds_its_gradebook(student_copies, nbgrader_root):
     # what `make formgrader` starts: nbgrader's formgrader, in the course folder, finds the
     # gradebook through the nbgrader_config.py that `make student` writes there
@@ -483,7 +475,7 @@ def test_the_formgrader_started_in_the_course_folder_finds_its_gradebook(student
     import time
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "jupyter", "server", "--ip=127.0.0.1", f"--port={port}",
                                "--IdentityProvider.token=grading", "--no-browser", "--allow-root"],
                               cwd=nbgrader_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

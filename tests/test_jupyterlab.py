@@ -6,8 +6,6 @@ to build/screenshots/. Needs a Chromium on the machine (`.ci/run` installs Debia
 Playwright's own browser downloads are not used, so that the test runs offline).
 """
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,28 +16,18 @@ import pytest
 nbformat = pytest.importorskip("nbformat", reason="nbformat (the notebook runner) is not installed here")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed here")
 
-from conftest import set_to_the_tiny_profile  # noqa: E402
+from conftest import CHROMIUM, free_port, needs_chromium, set_to_the_tiny_profile  # noqa: E402
 from dyninf.tools.runner import notebooks_in_order  # noqa: E402
 from dyninf.utils.paths import build_dir  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-# CI sets DYNINF_REQUIRE_BROWSER: there a missing Chromium fails the test instead of skipping it
-pytestmark = [pytest.mark.notebook,
-              pytest.mark.skipif(CHROMIUM is None and not os.environ.get("DYNINF_REQUIRE_BROWSER"),
-                                 reason="no Chromium here (`apt-get install chromium`, or set CHROMIUM)")]
+pytestmark = [pytest.mark.notebook, needs_chromium]
 RUN_ALL_SECONDS = 240   # notebook 00 in the tiny profile takes about half a minute on 2 cores
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
 def jupyterlab(tmp_path):
     """A JupyterLab server on a free localhost port, serving ``tmp_path``; its URL and token."""
-    port, token = _free_port(), "course-browser-test"
+    port, token = free_port(), "course-browser-test"
     log = open(tmp_path / "jupyterlab.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",

@@ -113,10 +113,30 @@ def run_banner(run: CourseRun, edition: str, entry: dict | None = None) -> str:
     return f"```{{admonition}} The run shown here\n:class: course-run\n{shown} {edition_text}\n```\n"
 
 
-def _with_banner(nb, banner: str):
+def reference_banner(run: CourseRun, path: str) -> str:
+    """The note at the top of a page of the reference results: they come from the runs they name,
+    kept in the checkout, not from the run that the rest of the site shows."""
+    return (f"```{{admonition}} The runs shown here\n:class: course-run\n"
+            f"This page is `{path}` of the checkout at commit `{run.commit}`: reference results, from the runs "
+            f"it names (their machines and dates are on the page), not from the run that the notebook pages show "
+            f"(the `{run.profile}` profile on {run.device}, finished {run.date}).\n```\n")
+
+
+def with_run_banner(nb, banner: str):
+    """``nb`` with ``banner`` under its title (in a cell of its own, so that the page still opens
+    with the notebook's title), or first where the notebook has no title."""
     import nbformat
 
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(banner))
+    first = nb.cells[0] if nb.cells else None
+    at = 0
+    if first is not None and first.cell_type == "markdown" and first.source.startswith("# "):
+        title, _, rest = first.source.partition("\n")
+        first.source = title
+        if rest.strip():
+            nb.cells.insert(1, nbformat.v4.new_markdown_cell(rest.lstrip("\n"), id=f"{first.get('id', 'title')}-intro"[:64]))
+        at = 1
+    # fixed ids: a rebuilt page's notebook differs from the last only where the run does
+    nb.cells.insert(at, nbformat.v4.new_markdown_cell(banner, id="course-run"))
     return nb
 
 
@@ -242,7 +262,7 @@ def stage_pages(run: CourseRun, edition: str, src: Path) -> list[Path]:
                 cell.source = localize_links(cell.source, f"notebooks/{name}.ipynb", pages)
         nb.metadata.pop("widgets", None)   # widget state would make myst-nb load its manager from a CDN
         page = src / "notebooks" / f"{name}.ipynb"
-        nbformat.write(_with_banner(nb, run_banner(run, edition, entry)), page)
+        nbformat.write(with_run_banner(nb, run_banner(run, edition, entry)), page)
         written.append(page)
     results_pages = []
     for path in result_files:
@@ -250,6 +270,8 @@ def stage_pages(run: CourseRun, edition: str, src: Path) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.endswith(".md"):
             text = localize_links((root / path).read_text(), path, pages)
+            title, _, body = text.partition("\n")
+            text = "\n".join([title, "", reference_banner(run, path), body])
             figures = sorted((root / path).parent.glob("figures/*.png")) if path.endswith("README.md") else []
             if figures:   # a kept run's figures, shown on its page (its README lists them by name)
                 text += "\n## Figures\n\n" + "\n\n".join(f"![{figure.stem}](figures/{figure.name})" for figure in figures) + "\n"
@@ -313,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     except (NoCourseRunError, RuntimeError) as error:
         print(f"[site] {error}", file=sys.stderr)
         return 2 if isinstance(error, NoCourseRunError) else 1
-    for folder in built:
-        print(f"[site] {shown_path(folder)}/index.html")
+    for folder in built:   # where to open it: in the checkout as the course shows paths, elsewhere in full
+        folder = folder.resolve()
+        print(f"[site] {shown_path(folder) if folder.is_relative_to(course_root()) else folder}/index.html")
     return 0
 
 
