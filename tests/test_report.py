@@ -58,3 +58,14 @@ def test_speedup_metrics_take_the_rows_of_one_mode():
     assert [(m.name, m.value, m.unit) for m in metrics] == [("X skipped speed-up, batch 1", 1.235, "x"),
                                                             ("X skipped speed-up, batch 256", 1.5, "x")]
     assert metrics[0].note == "ideal 2.00x; realized/ideal 0.62"
+
+
+def test_a_runs_metrics_are_read_only_for_a_notebook_that_passed_and_wrote_them(tmp_path):
+    from dyninf.tools.report import run_metrics
+
+    save_metrics("00_resnet_baseline", "tiny", "cpu", [Metric("test accuracy", 0.5, None, "")],
+                 path=tmp_path / "metrics" / "00_resnet_baseline.json")
+    read = run_metrics(tmp_path, "00_resnet_baseline", "ok")
+    assert read["profile"] == "tiny" and read["metrics"][0]["value"] == 0.5
+    assert run_metrics(tmp_path, "00_resnet_baseline", "FAILED") is None   # a failed run's numbers are not this run's
+    assert run_metrics(tmp_path, "01_stochastic_depth", "ok") is None

@@ -133,6 +133,7 @@ def test_both_editions_build_from_a_run_and_only_the_instructors_shows_solutions
         "commit": "abc1234", "notebooks": [{"notebook": n.stem, "status": "ok", "seconds": 1.0, "error": "",
                                             "device": "CPU (test)"} for n in notebooks]}))
     learner, instructor = build_site(run, tmp_path / "site")
+    assert sorted(path.name for path in (tmp_path / "site").iterdir()) == [".lock", "instructor", "learner"]
     solution = _between(nbformat.read(notebooks[0], as_version=4).cells[
         next(i for i, c in enumerate(nbformat.read(notebooks[0], as_version=4).cells)
              if SOLUTION_MARKERS[0] in c.source)].source, SOLUTION_MARKERS)[0]
@@ -148,6 +149,34 @@ def test_both_editions_build_from_a_run_and_only_the_instructors_shows_solutions
             assert not re.search(r'<(script|link|img)[^>]+(src|href)="(https?:)?//', html.read_text()), \
                 f"{html} loads something from another host"
 
+
+def test_a_build_that_fails_half_way_leaves_the_last_site_as_it_was_and_no_staging_folder(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sphinx", reason="the site's packages are not installed (make site installs them)")
+    from dyninf.tools import website
+
+    run = tmp_path / "run"
+    run.mkdir()
+    notebook = notebooks_in_order()[0]
+    shutil.copy(notebook, run / notebook.name)
+    (run / "course.json").write_text(json.dumps({"profile": "tiny", "notebooks": [
+        {"notebook": notebook.stem, "status": "ok", "seconds": 1.0}]}))
+    site = tmp_path / "site"
+    assert website.main(["--build", str(run), "--out", str(site), "--edition", "learner"]) == 0
+    before = (site / "learner" / "index.html").read_text()
+    from sphinx.builders.html import StandaloneHTMLBuilder
+
+    write_page, written = StandaloneHTMLBuilder.write_doc, []
+
+    def disk_full_after_one_page(builder, docname, doctree):   # the disk fills while Sphinx writes the pages
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(docname)
+        write_page(builder, docname, doctree)
+    monkeypatch.setattr(StandaloneHTMLBuilder, "write_doc", disk_full_after_one_page)
+    assert website.main(["--build", str(run), "--out", str(site), "--edition", "learner"]) == 1
+    assert "No space left on device; the last one there is unchanged" in capsys.readouterr().err
+    assert written and (site / "learner" / "index.html").read_text() == before
+    assert sorted(path.name for path in site.iterdir()) == [".lock", "learner"]
 
 # --- both editions from a run of the tiny course, and read in Chromium ----------------------------
 

@@ -60,6 +60,13 @@ def save_metrics(notebook: str, profile: str, device: torch.device | str, metric
     return path
 
 
+def run_metrics(folder: str | os.PathLike, notebook: str, status: str) -> dict | None:
+    """The metrics JSON that ``notebook`` wrote in a course run into ``folder`` (``folder/metrics/``);
+    None where it failed (its numbers would not be this run's) or wrote none."""
+    path = Path(folder) / "metrics" / f"{notebook}.json"
+    return json.loads(path.read_text()) if status == "ok" and path.is_file() else None
+
+
 def _format(value) -> str:
     if value is None or isinstance(value, float) and math.isnan(value):
         return "–"

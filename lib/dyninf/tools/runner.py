@@ -21,7 +21,7 @@ from pathlib import Path
 from dyninf.utils.io import DiskFullError, atomic_write_text, folder_lock, reporting_full_disk
 from dyninf.utils.paths import build_dir, course_commit, course_root, shown_path
 from dyninf.course.profiles import PROFILES
-from dyninf.tools.report import render_report
+from dyninf.tools.report import render_report, run_metrics
 
 
 def notebooks_in_order() -> list[Path]:
@@ -173,11 +173,8 @@ def _run_notebook(notebook: Path, out_dir: Path, profile: str, seed: int) -> dic
         except Exception as failure:   # a full disk, or a copy nbconvert cannot read
             print(f"[course] {notebook.name}: no HTML: {failure}", file=sys.stderr)
             status, error = "FAILED", error or f"no HTML: {_first_line(failure)}"
-    metrics = None
-    if status == "ok" and metrics_file.exists():
-        metrics = json.loads(metrics_file.read_text())
     return {"notebook": notebook.stem, "status": status, "seconds": seconds, "error": error,
-            "executed": executed.name, "html": html.name, "metrics": metrics}
+            "executed": executed.name, "html": html.name, "metrics": run_metrics(out_dir, notebook.stem, status)}
 
 
 def _first_line(error: BaseException) -> str:

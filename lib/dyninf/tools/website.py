@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dyninf.tools.classroom import as_handed_out
-from dyninf.tools.report import render_report
+from dyninf.tools.report import render_report, run_metrics
 from dyninf.utils.io import folder_lock
 from dyninf.utils.paths import build_dir, course_root, shown_path
 
@@ -224,8 +224,7 @@ def report_page(run: CourseRun, edition: str) -> str:
     """The run's report, re-rendered from its own metrics with links to the notebook pages."""
     runs = []
     for entry in run.notebooks:
-        metrics_file = run.folder / "metrics" / f"{entry['notebook']}.json"
-        metrics = json.loads(metrics_file.read_text()) if entry.get("status") == "ok" and metrics_file.is_file() else None
+        metrics = run_metrics(run.folder, entry["notebook"], entry.get("status", "unknown"))
         runs.append({**entry, "seconds": entry.get("seconds", 0.0), "metrics": metrics,
                      "executed": f"notebooks/{entry['notebook']}.ipynb"})
     title, _, body = render_report(runs, html_column=False).partition("\n")
@@ -299,20 +298,21 @@ def build_edition(run: CourseRun, edition: str, out: Path, quiet: bool = True) -
         raise ValueError(f"unknown edition {edition!r}; expected one of {', '.join(EDITIONS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    final, partial = out / edition, out / f".{edition}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
+    final = out / edition
     with tempfile.TemporaryDirectory(prefix=f"site-{edition}-", dir=out) as staging:
         src = Path(staging) / "pages"
         stage_pages(run, edition, src)
+        # built inside the staging folder: myst-nb writes its outputs beside the HTML folder (jupyter_execute/)
+        html = Path(staging) / "html"
         with docutils_namespace():
-            app = Sphinx(str(src), str(course_root() / "website"), str(partial), str(Path(staging) / "doctrees"),
+            app = Sphinx(str(src), str(course_root() / "website"), str(html), str(Path(staging) / "doctrees"),
                          "html", status=None if quiet else sys.stdout, warning=sys.stderr,
                          confoverrides={"html_title": f"Adaptive Inference ({edition}'s edition)"})
             app.build()
         if app.statuscode:
             raise RuntimeError(f"Sphinx could not build the {edition}'s edition (status {app.statuscode})")
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
+        shutil.rmtree(final, ignore_errors=True)
+        html.rename(final)
     return final
 
 
@@ -335,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     except (NoCourseRunError, RuntimeError) as error:
         print(f"[site] {error}", file=sys.stderr)
         return 2 if isinstance(error, NoCourseRunError) else 1
+    except OSError as error:   # a full disk, a folder it may not write: the last site is left as it was
+        print(f"[site] could not write the site into {args.out}: {error}; the last one there is unchanged",
+              file=sys.stderr)
+        return 1
     for folder in built:   # where to open it: in the checkout as the course shows paths, elsewhere in full
         folder = folder.resolve()
         print(f"[site] {shown_path(folder) if folder.is_relative_to(course_root()) else folder}/index.html")
