@@ -66,11 +66,13 @@ course: install
 # build/standard. Its packages (requirements-site.txt) go into .venv only here.
 SITE_FROM ?= build
 SITE_OUT ?= $(SITE_FROM)/site
+# SITE_REPOSITORY: the course repository's web address; the pages link the files the site does not hold to it
+SITE_REPOSITORY ?=
 $(SITE_STAMP): requirements-site.txt $(STAMP)
 	$(if $(filter uv,$(INSTALLER)),$(VENV)/bin/uv pip install --python $(PY),$(PY) -m pip install) -q -r requirements-site.txt
 	touch $@
 site: $(SITE_STAMP)
-	$(PY) -m dyninf.tools.website --build $(SITE_FROM) --out $(SITE_OUT)
+	$(PY) -m dyninf.tools.website --build $(SITE_FROM) --out $(SITE_OUT) $(if $(SITE_REPOSITORY),--repository $(SITE_REPOSITORY))
 
 # For a class (README, "For instructors"): student copies of the notebooks in build/student/ (no
 # solution, hidden test, model answer or library source of a task's answer; outputs removed), made by

@@ -18,8 +18,9 @@ from conftest import CHROMIUM, free_port, needs_chromium  # noqa: E402
 from dyninf.tools.classroom import HIDDEN_TEST_MARKERS, SOLUTION_MARKERS  # noqa: E402
 from dyninf.tools.report import render_report  # noqa: E402
 from dyninf.tools.runner import notebooks_in_order  # noqa: E402
-from dyninf.tools.website import (NoCourseRunError, learner_notebook, localize_links, read_run,  # noqa: E402
-                                  readme_section, with_run_banner)
+from dyninf.tools.website import (NoCourseRunError, learner_notebook, localize_links, notebook_title,  # noqa: E402
+                                  read_run, readme_section, repository_source, shown_source_outputs,
+                                  with_run_banner)
 from dyninf.utils.io import folder_lock  # noqa: E402
 from dyninf.utils.paths import build_dir, course_root  # noqa: E402
 
@@ -37,6 +38,22 @@ def test_links_point_at_the_sites_copies_and_files_it_does_not_hold_become_their
     assert localize_links("[README](../README.md)", "results/README.md", PAGES) == "[README](../index.md)"
     assert localize_links("[00](../notebooks/00_resnet_baseline.ipynb)", "results/README.md", PAGES) == \
         "[00](../notebooks/00_resnet_baseline.ipynb)"
+
+
+def test_with_a_repository_files_the_site_does_not_hold_link_to_its_copy_at_the_runs_commit():
+    source = repository_source("https://github.com/o/course/", "abc1234-dirty")
+    assert source == "https://github.com/o/course/{kind}/abc1234/"
+    assert repository_source("https://github.com/o/course", "unknown (not a git checkout)") == \
+        "https://github.com/o/course/{kind}/HEAD/"
+    assert repository_source(None, "abc1234") is None
+    text = ("[code](../lib/dyninf/network/cost.py), `lib/dyninf/deciders/aig.py`, `lib/`, `build/student/`, "
+            "`results/README.md`, [instructors](../README.md#for-instructors)\n```\n`lib/dyninf`\n```\n")
+    pages = {**PAGES, "README.md#for-instructors": "instructors.md"}
+    assert localize_links(text, "notebooks/00_resnet_baseline.ipynb", pages, source) == (
+        "[code](https://github.com/o/course/blob/abc1234/lib/dyninf/network/cost.py), "
+        "[`lib/dyninf/deciders/aig.py`](https://github.com/o/course/blob/abc1234/lib/dyninf/deciders/aig.py), "
+        "[`lib/`](https://github.com/o/course/tree/abc1234/lib), `build/student/`, `results/README.md`, "
+        "[instructors](../instructors.md)\n```\n`lib/dyninf`\n```\n")   # build/ is no repository file; code is code
 
 
 def test_a_readme_section_runs_to_the_next_heading_of_its_level():
@@ -92,6 +109,21 @@ def _task_statements(nb) -> set[str]:
             for line in re.split(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", cell.source, flags=re.S)[0].splitlines()}
 
 
+def test_a_students_show_source_cell_shows_on_the_learners_page_only_the_code_it_names():
+    from dyninf.course.display import source_markdown
+    from dyninf.deciders import target_rate_loss
+    from dyninf.deciders.aig import AIGGates, Gate
+
+    shown = source_markdown(Gate.forward, AIGGates.forward, target_rate_loss)   # the instructor's cell
+    outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": shown, "text/plain": "<Markdown>"})]
+    kept = shown_source_outputs("show_source(Gate.forward)\n", outputs)
+    assert [output["data"]["text/markdown"] for output in kept] == [source_markdown(Gate.forward)]
+    assert shown_source_outputs("show_source(target_rate_loss, Gate.forward)", outputs)[0]["data"]["text/markdown"] \
+        == source_markdown(Gate.forward, target_rate_loss)   # in the instructor's order
+    assert shown_source_outputs("x = target_rate_loss\nshow_source(x)", outputs) == []   # not only a show_source call
+    assert shown_source_outputs("def answer(:", outputs) == []
+
+
 def test_the_run_banner_comes_under_the_notebooks_title_with_fixed_cell_ids():
     new = nbformat.v4
     nb = with_run_banner(new.new_notebook(cells=[new.new_markdown_cell("# 00 · Title\n\nThe intro.", id="cell-00"),
@@ -107,7 +139,7 @@ def test_the_reports_page_links_the_notebook_pages_without_an_html_column():
     runs = [{"notebook": "00_resnet_baseline", "status": "ok", "seconds": 3.0, "executed": "notebooks/00.ipynb",
              "metrics": None}]
     page = render_report(runs, html_column=False)
-    assert "| notebook | status | time | executed |\n" in page and "[ipynb](notebooks/00.ipynb) |\n" in page
+    assert "| notebook | status | time | executed |\n" in page and "[page](notebooks/00.ipynb) |\n" in page
     assert "html" not in page.lower().replace("executed", "")
 
 
@@ -132,8 +164,18 @@ def test_both_editions_build_from_a_run_and_only_the_instructors_shows_solutions
         "profile": "tiny", "seed": 0, "device": "CPU (test)", "torch": "2", "finished": "2026-12-03T10:00:00+00:00",
         "commit": "abc1234", "notebooks": [{"notebook": n.stem, "status": "ok", "seconds": 1.0, "error": "",
                                             "device": "CPU (test)"} for n in notebooks]}))
-    learner, instructor = build_site(run, tmp_path / "site")
+    learner, instructor = build_site(run, tmp_path / "site", repository="https://github.com/example/course")
     assert sorted(path.name for path in (tmp_path / "site").iterdir()) == [".lock", "instructor", "learner"]
+    assert "git clone https://github.com/example/course" in re.sub(r"<[^>]+>", "", (learner / "index.html").read_text())
+    # the learner's page links the notebook as handed out: no outputs, no solution
+    page = (learner / "notebooks" / "00_resnet_baseline.html").read_text()
+    download = re.search(r'href="(\.\./_downloads/\w+/00_resnet_baseline\.ipynb)"', page)
+    assert download, "the learner's 00 does not link its notebook to download"
+    handed_out = nbformat.read(learner / "notebooks" / download[1], as_version=4)
+    assert not any(cell.get("outputs") for cell in handed_out.cells) and "raise NotImplementedError()" in \
+        "\n".join(cell.source for cell in handed_out.cells)
+    assert not (instructor / "_downloads").exists()
+    assert 'href="../instructors.html"' in (instructor / "notebooks" / "00_resnet_baseline.html").read_text()
     solution = _between(nbformat.read(notebooks[0], as_version=4).cells[
         next(i for i, c in enumerate(nbformat.read(notebooks[0], as_version=4).cells)
              if SOLUTION_MARKERS[0] in c.source)].source, SOLUTION_MARKERS)[0]
@@ -257,6 +299,7 @@ def served_site():
 
 # TeX that MathJax leaves in the text when it has not rendered it: $...$, \(...\), or a command
 RAW_TEX = re.compile(r"\$[^$\n]+\$|\\\(|\\\[|\\(frac|sum|mathbb|mathrm|mathcal|sigma|lambda|cdot|left|right|begin|hat|tilde)\b")
+RAW_TABLE = re.compile(r"\|\s*[-—–]+\s*\|")   # a table's |---| row, as text (CommonMark, say, has no tables)
 PAGE_STATE = """async () => {
     if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
     const main = document.querySelector('main').cloneNode(true);
@@ -318,6 +361,9 @@ def test_the_learners_site_in_chromium_notebook_to_notebook_with_figures_maths_s
                     page.screenshot(path=str(screenshots / "site-00-figure.png"))
                 elif visited[-1][0] == "notebooks/02_convnet_aig.html":   # how a notebook's page opens
                     page.screenshot(path=str(screenshots / "site-02.png"))
+                    with page.expect_download() as download:   # the banner's copy to solve the tasks in
+                        page.locator(".course-run a.download").click()
+                    handed_out = nbformat.read(download.value.path(), as_version=4)
             # Sphinx's search, from its page's search box: "Gumbel" finds notebook 02 (ConvNet-AIG's gates)
             page.goto(learner + "search.html", wait_until="load")
             page.locator("form.bd-search input[name=q]").last.fill("Gumbel")
@@ -339,11 +385,14 @@ def test_the_learners_site_in_chromium_notebook_to_notebook_with_figures_maths_s
     for path, state in visited:
         assert all(image["loaded"] for image in state["images"]), f"{path}: images not loaded: {state['images']}"
         assert not RAW_TEX.search(state["prose"]), f"{path}: maths left as TeX: {RAW_TEX.search(state['prose'])[0]!r}"
+        assert not RAW_TABLE.search(state["prose"]), f"{path}: a Markdown table left as text"
         assert state["mathErrors"] == 0, f"{path}: MathJax could not render {state['mathErrors']} formulas"
     notebook_states = [state for path, state in visited if path.startswith("notebooks/")]
     assert all(len(state["images"]) >= 1 for state in notebook_states), [len(s["images"]) for s in notebook_states]
     assert sum(state["maths"] for state in notebook_states) >= 20, "few formulas rendered: is MathJax loading?"
     assert searched_to.startswith("notebooks/02_convnet_aig.html"), searched_to
+    assert notebook_title(handed_out, "") == "02 · ConvNet-AIG: a gate before every block decides, per image, whether to run it"
+    assert not any(cell.get("outputs") for cell in handed_out.cells), "the notebook to download keeps outputs"
     assert not off_localhost, f"requests left localhost: {off_localhost[:5]}"
     assert not console_errors and not failed, (console_errors + failed)[:5]
     solutions = _solution_lines()

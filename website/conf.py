@@ -13,15 +13,18 @@ extensions = [
 ]
 nb_execution_mode = "off"            # the site shows the run it is built from
 nb_merge_streams = True
+nb_render_markdown_format = "myst"   # Markdown outputs (the key-numbers tables) as MyST, with tables; CommonMark has none
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3             # README links such as results/README.md#test-times
-exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+# downloads/: the learner's notebooks as handed out, files to download (the banner's link), not pages
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "downloads"]
 
 html_theme = "sphinx_book_theme"
 html_title = "Adaptive Inference"
 html_static_path = ["_static"]
 html_css_files = ["course.css"]
 html_last_updated_fmt = None
+html_use_index = False               # no index entries: an empty index page otherwise
 html_copy_source = True              # each page's notebook, to download (the theme's download button)
 html_theme_options = {
     "use_download_button": True,

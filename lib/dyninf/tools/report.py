@@ -104,8 +104,9 @@ def render_report(runs: list[dict], html_column: bool = True) -> str:
               f"Total time: {sum(r['seconds'] for r in runs) / 60:.1f} min.", "",
               "| notebook | status | time | executed |" + (" HTML |" if html_column else ""),
               "|---|---|---|---|" + ("---|" if html_column else "")]
+    executed = "ipynb" if html_column else "page"   # on the website the link opens the notebook's page
     for r in runs:
-        lines.append(f"| {r['notebook']} | {r['status']} | {r['seconds']:.0f} s | [ipynb]({r['executed']}) |"
+        lines.append(f"| {r['notebook']} | {r['status']} | {r['seconds']:.0f} s | [{executed}]({r['executed']}) |"
                      + (f" [html]({r['html']}) |" if html_column else ""))
     for r in runs:
         lines += ["", f"## {r['notebook']}", ""]

@@ -15,16 +15,19 @@ renamed into place, so that no half-built site is ever left where a reader looks
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
 import json
 import posixpath
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dyninf.tools.classroom import as_handed_out
+from dyninf.tools.classroom import STUDENT_COPY, as_handed_out
 from dyninf.tools.report import render_report, run_metrics
 from dyninf.utils.io import folder_lock
 from dyninf.utils.paths import build_dir, course_root, shown_path
@@ -79,12 +82,59 @@ def learner_notebook(nb):
     solution's output can show the answer)."""
     from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
 
+    shown_source = {cell.get("id"): shown_source_outputs(cell.metadata[STUDENT_COPY]["source"], cell.get("outputs", []))
+                    for cell in nb.cells if cell.metadata.get(STUDENT_COPY, {}).get("cell_type") == "code"}
     nb = as_handed_out(nb)
+    for cell in nb.cells:
+        if cell.get("id") in shown_source:
+            cell.outputs = shown_source[cell.get("id")]
     nb, _ = ClearSolutions().preprocess(nb, {})
     nb, _ = ClearHiddenTests().preprocess(nb, {})
     for cell in nb.cells:
         grading = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and (grading.get("solution") or grading.get("grade")):
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+_SOURCE_HEADING = re.compile(r"`([\w.]+)` in `")   # how show_source heads each object's code
+
+
+def shown_source_outputs(student_source: str, outputs: list) -> list:
+    """What a student's cell that only shows library code (``show_source(a, b.c)``) displays, taken
+    from the instructor's run of a cell that showed more (``show_source`` writes one block per object,
+    headed by its qualified name): those blocks whose name the call names. Nothing for any other cell
+    (its output would be the instructor's code's, not the student's)."""
+    import nbformat
+
+    try:
+        call = ast.parse(student_source).body
+    except SyntaxError:
+        return []
+    if not (len(call) == 1 and isinstance(call[0], ast.Expr) and isinstance(call[0].value, ast.Call)
+            and ast.unparse(call[0].value.func) == "show_source"):
+        return []
+    named = [ast.unparse(argument) for argument in call[0].value.args]
+    kept = []
+    for output in outputs:
+        markdown = output.get("data", {}).get("text/markdown")
+        if output.get("output_type") != "display_data" or markdown is None:
+            continue
+        blocks = re.split(r"\n\n(?=`[\w.]+` in `)", "".join(markdown))
+        shown = [block for block in blocks if any(f".{name}".endswith("." + _SOURCE_HEADING.match(block)[1])
+                                                  for name in named if _SOURCE_HEADING.match(block))]
+        if shown:
+            kept.append(nbformat.v4.new_output("display_data", data={"text/markdown": "\n\n".join(shown),
+                                                                     "text/plain": "<IPython.core.display.Markdown object>"}))
+    return kept
+
+
+def learner_download(nb):
+    """The course's notebook ``nb`` (nbformat, as in notebooks/) as a learner downloads it from the
+    learner's edition to solve its tasks: handed out as ``learner_notebook`` makes it, no outputs."""
+    nb = learner_notebook(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     return nb
 
@@ -103,10 +153,14 @@ def run_banner(run: CourseRun, edition: str, entry: dict | None = None) -> str:
                   f"the page shows the outputs up to there.")
         shown = (f"This page shows the `{run.profile}` profile's run on {entry.get('device') or run.device}, "
                  f"finished {run.date}, at commit `{run.commit}`; this notebook took {took}.{status}")
+    if edition == "learner" and entry is not None:
+        to_solve = (f" To solve them, download {{download}}`this notebook as handed out </downloads/{entry['notebook']}.ipynb>` "
+                    f"(no outputs) and run it in the course's checkout ([Running it yourself](../index.md#running-it-yourself)).")
+    else:
+        to_solve = " Each notebook's page offers its copy to download and solve."
     edition_text = {
         "learner": "Learner's edition: each graded task shows its task and its visible checks, not its "
-                   "solution, hidden checks or model answer. Download the notebook (the button at the top) "
-                   "to solve them.",
+                   "solution, hidden checks or model answer." + to_solve,
         "instructor": "Instructor's edition: solutions, hidden checks and model answers are shown. "
                       "Give a class the learner's edition.",
     }[edition]
@@ -141,13 +195,16 @@ def with_run_banner(nb, banner: str):
 
 
 _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
+# a file or folder of the checkout named in code, such as `lib/dyninf/network/cost.py` (not already a link's text)
+_NAMED_FILE = re.compile(r"(?<!\[)`((?:[\w.-]+/)+[\w.-]*|[\w-]+\.(?:py|md|txt|toml|yml|json|ipynb)|Makefile)`(?!\]\()")
 
 
-def localize_links(markdown: str, page: str, pages: dict[str, str]) -> str:
+def localize_links(markdown: str, page: str, pages: dict[str, str], source_url: str | None = None) -> str:
     """``markdown`` from the course file ``page`` (its path in the checkout) with each relative link
-    pointed at the site: to the site's copy where ``pages`` (checkout path -> site path) has one,
-    else kept as its text (a file of the checkout that the site does not hold, such as the library's
-    source, which a reader finds in the checkout)."""
+    pointed at the site: to the site's copy where ``pages`` (checkout path, or path#anchor of a section
+    that is a page of its own -> site path) has one; else, for a file of the checkout that the site
+    does not hold (the library's source), to the repository's copy (``source_url``, from
+    ``repository_source``) or, without one, kept as its text (a reader finds it in the checkout)."""
     here = posixpath.dirname(page)
     site_here = posixpath.dirname(pages.get(page, page)) or "."
 
@@ -157,11 +214,54 @@ def localize_links(markdown: str, page: str, pages: dict[str, str]) -> str:
             return match.group(0)
         path, _, anchor = target.partition("#")
         resolved = posixpath.normpath(posixpath.join(here, path))
+        if anchor and f"{resolved}#{anchor}" in pages:   # a section that is a page of its own on the site
+            return f"{image}[{text}]({posixpath.relpath(pages[f'{resolved}#{anchor}'], site_here)})"
         if resolved in pages:
             relative = posixpath.relpath(pages[resolved], site_here)
             return f"{image}[{text}]({relative}{'#' + anchor if anchor else ''})"
+        if source_url and not image and resolved in tracked_paths():   # in the course's repository
+            kind = "blob" if (course_root() / resolved).is_file() else "tree"
+            return f"[{text}]({source_url.format(kind=kind)}{resolved}{'#' + anchor if anchor else ''})"
         return "" if image else text
-    return _LINK.sub(link, markdown)
+
+    def named_file(match: re.Match) -> str:   # `lib/dyninf/deciders/aig.py`: a link to the repository's copy
+        # named from the page's folder, or, as the course's text mostly names them, from the checkout's
+        found = [path for path in (posixpath.normpath(posixpath.join(here, match.group(1))), posixpath.normpath(match.group(1)))
+                 if path in tracked_paths()]
+        if not found or found[0] in pages:
+            return match.group(0)
+        path = found[0]
+        kind = "blob" if (course_root() / path).is_file() else "tree"
+        return f"[{match.group(0)}]({source_url.format(kind=kind)}{path})"
+
+    parts = re.split(r"(^```.*?^```)", markdown, flags=re.M | re.S)   # fenced code is left as it is
+    for index in range(0, len(parts), 2):
+        parts[index] = _LINK.sub(link, parts[index])
+        if source_url:
+            parts[index] = _NAMED_FILE.sub(named_file, parts[index])
+    return "".join(parts)
+
+
+@functools.cache
+def tracked_paths() -> frozenset[str]:
+    """The files and folders of the course's repository (``git ls-files``; none outside a git checkout):
+    what a link to the repository can point at (not build/ or runs/, which each machine makes)."""
+    try:
+        listed = subprocess.run(["git", "ls-files"], cwd=course_root(), capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return frozenset()
+    files = listed.splitlines()
+    folders = {"/".join(path.split("/")[:depth]) for path in files for depth in range(1, path.count("/") + 1)}
+    return frozenset(files) | frozenset(folders)
+
+
+def repository_source(repository: str | None, commit: str) -> str | None:
+    """Where the site links the files it does not hold: ``repository`` (a GitHub-style web address),
+    at the run's commit where ``commit`` names one (else its newest)."""
+    if not repository:
+        return None
+    found = re.search(r"([0-9a-f]{7,40})(-dirty)?$", commit)
+    return repository.rstrip("/") + "/{kind}/" + (found[1] if found else "HEAD") + "/"
 
 
 def readme_section(readme: str, heading: str) -> str:
@@ -183,7 +283,7 @@ def _topics(readme: str) -> dict[str, str]:
             re.finditer(r"^\| `(\d\d_\w+)` \| ([^|]+) \|", readme_section(readme, "Status"), re.M)}
 
 
-def _title(nb, fallback: str) -> str:
+def notebook_title(nb, fallback: str) -> str:
     for cell in nb.cells:
         for line in cell.source.splitlines():
             if line.startswith("# "):
@@ -191,8 +291,9 @@ def _title(nb, fallback: str) -> str:
     return fallback
 
 
-def home_page(run: CourseRun, edition: str, titles: dict[str, str], readme: str, pages: dict[str, str],
-              results: list[str]) -> str:
+def home_page(run: CourseRun, edition: str, titles: dict[str, str], readme: str, links, results: list[str],
+              repository: str | None = None) -> str:
+    """The home page; ``links(markdown, page)`` points a README part's links at the site."""
     intro = readme.split("\n## ", 1)[0].split("```", 2)[-1].strip()   # the README's words after its commands
     topics = _topics(readme)
     rows = ["| | notebook | what it covers | in this run |", "|---|---|---|---|"]
@@ -205,8 +306,14 @@ def home_page(run: CourseRun, edition: str, titles: dict[str, str], readme: str,
     toc_notebooks = "\n".join(f"notebooks/{entry['notebook']}" for entry in run.notebooks)
     toc_results = "\n".join(results)
     started = readme_section(readme, "Getting started")
+    if repository:
+        get_it = (f"The course is a repository: `git clone {repository}` (this site shows commit `{run.commit}`), "
+                  f"then, in its folder:")
+    else:
+        get_it = ("The course is a repository: the commands below run in a checkout of it, which holds the files "
+                  "that this site names but does not show (the library's source, `requirements.txt`, the Makefile).")
     return "\n".join([
-        "# Adaptive Inference", "", run_banner(run, edition), localize_links(intro, "README.md", pages), "",
+        "# Adaptive Inference", "", run_banner(run, edition), links(intro, "README.md"), "",
         "## The path through the course", "",
         "Read the notebooks in order: each builds on the ones before. This run took "
         f"{minutes:.1f} minutes in all; the times below are this run's, on {run.device}.", "",
@@ -214,7 +321,7 @@ def home_page(run: CourseRun, edition: str, titles: dict[str, str], readme: str,
         "Then: [the run's report](report.md) (each notebook's key numbers beside the published ones), "
         "[the reference results](results/README.md) (claims, margins, other machines), "
         "and [for instructors](instructors.md) (labs, student copies, grading).", "",
-        "## Running it yourself", "", localize_links(started, "README.md", pages), "",
+        "## Running it yourself", "", get_it, "", links(started, "README.md"), "",
         "```{toctree}\n:hidden:\n:caption: Notebooks\n" + toc_notebooks + "\n```", "",
         "```{toctree}\n:hidden:\n:caption: Results\nreport\n" + toc_results + "\n```", "",
         "```{toctree}\n:hidden:\n:caption: Teaching\ninstructors\n```", ""])
@@ -233,17 +340,34 @@ def report_page(run: CourseRun, edition: str) -> str:
 
 # --- staging and building -------------------------------------------------------------------------
 
-def stage_pages(run: CourseRun, edition: str, src: Path) -> list[Path]:
-    """Write the Markdown and notebook pages of ``edition`` into ``src``; the pages written."""
+def _github_anchor(heading: str) -> str:
+    """A heading's anchor as GitHub (and MyST's heading anchors) make it."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+INJECTED_NOTE = ("# Parameters of the run shown here (papermill set them; the cell above holds the "
+                 "notebook's defaults)")
+
+
+def stage_pages(run: CourseRun, edition: str, src: Path, repository: str | None = None) -> list[Path]:
+    """Write the Markdown and notebook pages of ``edition`` into ``src``; the pages written.
+    ``repository``: its web address, where the pages link the files the site does not hold."""
     import nbformat
 
     root = course_root()
     readme = (root / "README.md").read_text()
     result_files = sorted(path.relative_to(root).as_posix() for pattern in RESULT_FILES
                           for path in (root / "results").rglob(pattern) if path.is_file())
+    instructors_heading = next(line for line in readme.splitlines() if line.startswith("## For instructors"))
     # checkout path -> site path: the site keeps the checkout's folders, the README becoming the home page
-    pages = {"README.md": "index.md", **{f"notebooks/{e['notebook']}.ipynb": f"notebooks/{e['notebook']}.ipynb"
-                                         for e in run.notebooks}, **{path: path for path in result_files}}
+    pages = {"README.md": "index.md", f"README.md#{_github_anchor(instructors_heading[3:])}": "instructors.md",
+             **{f"notebooks/{e['notebook']}.ipynb": f"notebooks/{e['notebook']}.ipynb" for e in run.notebooks},
+             **{path: path for path in result_files}}
+    source_url = repository_source(repository, run.commit)
+
+    def links(markdown: str, page: str) -> str:
+        return localize_links(markdown, page, pages, source_url)
+
     written = []
     titles = {}
     (src / "notebooks").mkdir(parents=True)
@@ -255,20 +379,26 @@ def stage_pages(run: CourseRun, edition: str, src: Path) -> list[Path]:
         else:   # it failed before papermill could write it: a page that says so
             nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {name}")])
         nb = learner_notebook(nb) if edition == "learner" else nb
-        titles[name] = _title(nb, name)
+        titles[name] = notebook_title(nb, name)
         for cell in nb.cells:
             if cell.cell_type == "markdown":
-                cell.source = localize_links(cell.source, f"notebooks/{name}.ipynb", pages)
+                cell.source = links(cell.source, f"notebooks/{name}.ipynb")
+            elif "injected-parameters" in cell.metadata.get("tags", []):   # two parameter cells, one explained
+                cell.source = re.sub(r"^# Parameters\b", INJECTED_NOTE, cell.source)
         nb.metadata.pop("widgets", None)   # widget state would make myst-nb load its manager from a CDN
         page = src / "notebooks" / f"{name}.ipynb"
         nbformat.write(with_run_banner(nb, run_banner(run, edition, entry)), page)
         written.append(page)
+        handed_out = root / "notebooks" / f"{name}.ipynb"
+        if edition == "learner" and handed_out.is_file():   # the copy a learner downloads to solve the tasks
+            (src / "downloads").mkdir(exist_ok=True)
+            nbformat.write(learner_download(nbformat.read(handed_out, as_version=4)), src / "downloads" / f"{name}.ipynb")
     results_pages = []
     for path in result_files:
         target = src / path
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.endswith(".md"):
-            text = localize_links((root / path).read_text(), path, pages)
+            text = links((root / path).read_text(), path)
             title, _, body = text.partition("\n")
             text = "\n".join([title, "", reference_banner(run, path), body])
             figures = sorted((root / path).parent.glob("figures/*.png")) if path.endswith("README.md") else []
@@ -280,16 +410,14 @@ def stage_pages(run: CourseRun, edition: str, src: Path) -> list[Path]:
         else:
             shutil.copy2(root / path, target)
     results_pages.sort(key=lambda page: (page != "results/README", page))
-    (src / "index.md").write_text(home_page(run, edition, titles, readme, pages, results_pages))
+    (src / "index.md").write_text(home_page(run, edition, titles, readme, links, results_pages, repository))
     (src / "report.md").write_text(report_page(run, edition))
-    instructors = readme_section(readme, "For instructors")
     (src / "instructors.md").write_text("\n".join([
-        "# For instructors: labs, student copies and grading", "", run_banner(run, edition),
-        localize_links(instructors, "README.md", pages), ""]))
+        instructors_heading[1:], "", run_banner(run, edition), links(readme_section(readme, "For instructors"), "README.md"), ""]))
     return written + [src / "index.md", src / "report.md", src / "instructors.md"]
 
 
-def build_edition(run: CourseRun, edition: str, out: Path, quiet: bool = True) -> Path:
+def build_edition(run: CourseRun, edition: str, out: Path, quiet: bool = True, repository: str | None = None) -> Path:
     """Build ``edition`` of the site for ``run`` into ``out/<edition>/`` (replaced only once whole)."""
     from sphinx.application import Sphinx
     from sphinx.util.docutils import docutils_namespace
@@ -301,7 +429,7 @@ def build_edition(run: CourseRun, edition: str, out: Path, quiet: bool = True) -
     final = out / edition
     with tempfile.TemporaryDirectory(prefix=f"site-{edition}-", dir=out) as staging:
         src = Path(staging) / "pages"
-        stage_pages(run, edition, src)
+        stage_pages(run, edition, src, repository)
         # built inside the staging folder: myst-nb writes its outputs beside the HTML folder (jupyter_execute/)
         html = Path(staging) / "html"
         with docutils_namespace():
@@ -316,11 +444,12 @@ def build_edition(run: CourseRun, edition: str, out: Path, quiet: bool = True) -
     return final
 
 
-def build_site(build: Path, out: Path, editions: tuple[str, ...] = EDITIONS, quiet: bool = True) -> list[Path]:
+def build_site(build: Path, out: Path, editions: tuple[str, ...] = EDITIONS, quiet: bool = True,
+               repository: str | None = None) -> list[Path]:
     """Both editions (or those named) of the site of the course run in ``build``, into ``out``."""
     run = read_run(build)
     with folder_lock(Path(out), "building the site"):   # two builds into one folder take turns
-        return [build_edition(run, edition, out, quiet) for edition in editions]
+        return [build_edition(run, edition, out, quiet, repository) for edition in editions]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,9 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=build_dir() / "site")
     parser.add_argument("--edition", choices=EDITIONS, action="append",
                         help="build only this edition (may be given twice; default: both)")
+    parser.add_argument("--repository", help="the course repository's web address (e.g. https://github.com/owner/name): "
+                                             "the pages link the files the site does not hold to it")
     args = parser.parse_args(argv)
     try:
-        built = build_site(args.build, args.out, tuple(args.edition or EDITIONS), quiet=True)
+        built = build_site(args.build, args.out, tuple(args.edition or EDITIONS), quiet=True, repository=args.repository)
     except (NoCourseRunError, RuntimeError) as error:
         print(f"[site] {error}", file=sys.stderr)
         return 2 if isinstance(error, NoCourseRunError) else 1
