@@ -70,3 +70,10 @@ def test_every_spread_a_notebook_shows_is_in_the_shipped_file():
     for notebook, metric in asked:
         found = shipped["metrics"].get(f"{notebook}: {metric}")
         assert found is not None and len(found["values"]) == 3, (notebook, metric)
+
+
+def test_a_metric_named_with_a_bar_stays_in_its_cell_of_the_spread_table():
+    spread = {"seeds": [0, 1], "device": "CPU", "torch": "2", "date": "2026-12-04", "metrics": {
+        "02: largest |rate - t|": {"values": {"0": 0.1, "1": 0.3}, "mean": 0.2, "sd": 0.14}}}
+    row = spread_markdown("quick", spread).splitlines()[-1]
+    assert row == "| 02: largest \\|rate - t\\| | 0.1 | 0.3 | 0.2 | 0.14 |"

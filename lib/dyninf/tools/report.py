@@ -77,7 +77,7 @@ def _format(value) -> str:
     return str(value)
 
 
-def _cell(text) -> str:
+def table_cell(text) -> str:
     return str(text).replace("|", "\\|")  # a bare | would end the Markdown table cell
 
 
@@ -87,8 +87,8 @@ def metrics_markdown(metrics: list[Metric | dict]) -> str:
              "|---|---|---|---|---|"]
     for metric in metrics:
         m = asdict(metric) if isinstance(metric, Metric) else metric
-        lines.append(f"| {_cell(m['name'])} | {_format(m['value'])} | {_format(m['published'])} | "
-                     f"{_cell(m['unit'])} | {_cell(m['note'])} |")
+        lines.append(f"| {table_cell(m['name'])} | {_format(m['value'])} | {_format(m['published'])} | "
+                     f"{table_cell(m['unit'])} | {table_cell(m['note'])} |")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from dyninf.tools.report import table_cell
 from dyninf.tools.runner import notebooks_in_order, run_course
 from dyninf.utils.io import atomic_write_text
 from dyninf.utils.paths import build_dir, course_root
@@ -81,7 +82,7 @@ def spread_markdown(profile: str, spread: dict) -> str:
              "|---|" + "---|" * (len(spread["seeds"]) + 2)]
     for name, m in spread["metrics"].items():
         cells = [f"{m['values'].get(str(s), float('nan')):.4g}" for s in spread["seeds"]]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['mean']:.4g} | {m['sd']:.3g} |")
+        lines.append(f"| {table_cell(name)} | " + " | ".join(cells) + f" | {m['mean']:.4g} | {m['sd']:.3g} |")
     return "\n".join(lines) + "\n"
 
 
