@@ -52,8 +52,10 @@ def test_with_a_repository_files_the_site_does_not_hold_link_to_its_copy_at_the_
     assert localize_links(text, "notebooks/00_resnet_baseline.ipynb", pages, source) == (
         "[code](https://github.com/o/course/blob/abc1234/lib/dyninf/network/cost.py), "
         "[`lib/dyninf/deciders/aig.py`](https://github.com/o/course/blob/abc1234/lib/dyninf/deciders/aig.py), "
-        "[`lib/`](https://github.com/o/course/tree/abc1234/lib), `build/student/`, `results/README.md`, "
-        "[instructors](../instructors.md)\n```\n`lib/dyninf`\n```\n")   # build/ is no repository file; code is code
+        "[`lib/`](https://github.com/o/course/tree/abc1234/lib), `build/student/`, "
+        "[`results/README.md`](../results/README.md), [instructors](../instructors.md)\n```\n`lib/dyninf`\n```\n")
+    # build/ is no repository file; a file the site holds links to its page, without a repository too; code is code
+    assert localize_links("`results/` and `lib/`", "README.md", PAGES) == "[`results/`](results/README.md) and `lib/`"
 
 
 def test_a_readme_section_runs_to_the_next_heading_of_its_level():
@@ -174,7 +176,7 @@ def test_both_editions_build_from_a_run_and_only_the_instructors_shows_solutions
     handed_out = nbformat.read(learner / "notebooks" / download[1], as_version=4)
     assert not any(cell.get("outputs") for cell in handed_out.cells) and "raise NotImplementedError()" in \
         "\n".join(cell.source for cell in handed_out.cells)
-    assert not (instructor / "_downloads").exists()
+    assert not list(instructor.glob("_downloads/*/*.ipynb")), "the instructor's edition offers the learner's copies"
     assert 'href="../instructors.html"' in (instructor / "notebooks" / "00_resnet_baseline.html").read_text()
     solution = _between(nbformat.read(notebooks[0], as_version=4).cells[
         next(i for i, c in enumerate(nbformat.read(notebooks[0], as_version=4).cells)

@@ -30,7 +30,7 @@ from pathlib import Path
 from dyninf.tools.classroom import STUDENT_COPY, as_handed_out
 from dyninf.tools.report import render_report, run_metrics
 from dyninf.utils.io import folder_lock
-from dyninf.utils.paths import build_dir, course_root, shown_path
+from dyninf.utils.paths import build_dir, course_commit, course_root, shown_path
 
 EDITIONS = ("learner", "instructor")
 RESULT_FILES = ("*.md", "*.png", "*.svg", "*.json", "*.txt", "*.csv")   # what results/ holds for readers
@@ -171,8 +171,8 @@ def reference_banner(run: CourseRun, path: str) -> str:
     """The note at the top of a page of the reference results: they come from the runs they name,
     kept in the checkout, not from the run that the rest of the site shows."""
     return (f"```{{admonition}} The runs shown here\n:class: course-run\n"
-            f"This page is `{path}` of the checkout at commit `{run.commit}`: reference results, from the runs "
-            f"it names (their machines and dates are on the page), not from the run that the notebook pages show "
+            f"This page is `{path}` of the checkout at commit `{course_commit()}`: reference results, from the runs "
+            f"it describes, not from the run that the notebook pages show "
             f"(the `{run.profile}` profile on {run.device}, finished {run.date}).\n```\n")
 
 
@@ -224,21 +224,26 @@ def localize_links(markdown: str, page: str, pages: dict[str, str], source_url: 
             return f"[{text}]({source_url.format(kind=kind)}{resolved}{'#' + anchor if anchor else ''})"
         return "" if image else text
 
-    def named_file(match: re.Match) -> str:   # `lib/dyninf/deciders/aig.py`: a link to the repository's copy
+    def named_file(match: re.Match) -> str:
+        """`results/gpu/`, `lib/dyninf/deciders/aig.py`: a link to the site's page (a folder's README), else
+        to the repository's copy."""
         # named from the page's folder, or, as the course's text mostly names them, from the checkout's
         found = [path for path in (posixpath.normpath(posixpath.join(here, match.group(1))), posixpath.normpath(match.group(1)))
                  if path in tracked_paths()]
-        if not found or found[0] in pages:
+        if not found:
             return match.group(0)
         path = found[0]
+        page_of = next((pages[key] for key in (path, f"{path}/README.md") if key in pages), None)
+        if page_of is not None:
+            return f"[{match.group(0)}]({posixpath.relpath(page_of, site_here)})"
+        if not source_url:
+            return match.group(0)
         kind = "blob" if (course_root() / path).is_file() else "tree"
         return f"[{match.group(0)}]({source_url.format(kind=kind)}{path})"
 
     parts = re.split(r"(^```.*?^```)", markdown, flags=re.M | re.S)   # fenced code is left as it is
     for index in range(0, len(parts), 2):
-        parts[index] = _LINK.sub(link, parts[index])
-        if source_url:
-            parts[index] = _NAMED_FILE.sub(named_file, parts[index])
+        parts[index] = _NAMED_FILE.sub(named_file, _LINK.sub(link, parts[index]))
     return "".join(parts)
 
 
@@ -308,15 +313,21 @@ def home_page(run: CourseRun, edition: str, titles: dict[str, str], readme: str,
     started = readme_section(readme, "Getting started")
     if repository:
         get_it = (f"The course is a repository: `git clone {repository}` (this site shows commit `{run.commit}`), "
-                  f"then, in its folder:")
+                  f"then run the commands below in its folder.")
     else:
         get_it = ("The course is a repository: the commands below run in a checkout of it, which holds the files "
                   "that this site names but does not show (the library's source, `requirements.txt`, the Makefile).")
+    if edition == "learner":
+        get_it += (" Its `notebooks/` are the instructor's copies, with the solutions: to do the graded tasks "
+                   "yourself, work in the copy each notebook's page offers to download, or in `make student`'s "
+                   "`build/student/`.")
     return "\n".join([
         "# Adaptive Inference", "", run_banner(run, edition), links(intro, "README.md"), "",
         "## The path through the course", "",
         "Read the notebooks in order: each builds on the ones before. This run took "
-        f"{minutes:.1f} minutes in all; the times below are this run's, on {run.device}.", "",
+        f"{minutes:.1f} minutes in all; the times below are this run's, on {run.device}. A notebook that finds "
+        "its networks trained (by `make networks`, or an earlier run) loads them, so these can be far below "
+        "the times with training in each notebook's header and under Running it yourself.", "",
         *rows, "",
         "Then: [the run's report](report.md) (each notebook's key numbers beside the published ones), "
         "[the reference results](results/README.md) (claims, margins, other machines), "
