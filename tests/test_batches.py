@@ -66,3 +66,15 @@ def test_test_batches_keep_order_and_every_image():
 def test_batches_reject_mismatched_inputs():
     with pytest.raises(ValueError, match="10 images but 9 labels"):
         Batches(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.zeros(9), 4, train=True)
+
+
+def test_the_shards_of_a_batch_are_its_equal_parts_in_order_and_an_uneven_split_is_an_error():
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(40) % 10
+    whole = list(Batches(images, labels, 8, train=True, seed=1).epoch(2))
+    parts = [list(Batches(images, labels, 8, train=True, seed=1, shard=(k, 2)).epoch(2)) for k in range(2)]
+    for (batch, batch_labels), first, second in zip(whole, *parts):
+        torch.testing.assert_close(torch.cat([first[0], second[0]]), batch)   # the same augmentation too
+        assert torch.equal(torch.cat([first[1], second[1]]), batch_labels)
+    with pytest.raises(ValueError, match="a batch of 8 cannot be split into 3 equal shards"):
+        Batches(images, labels, 8, train=True, shard=(0, 3))

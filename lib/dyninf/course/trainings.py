@@ -4,6 +4,7 @@ profile's recipes trains, and what the time estimate of a profile counts.
     python -m dyninf.course.trainings --profile standard            # the estimate per training and notebook
     python -m dyninf.course.trainings --profile standard --train    # train them all here, timed
     python -m dyninf.course.trainings --profile quick --train --jobs 2   # two at a time, each on half the CPU threads
+    torchrun --nproc_per_node=8 -m dyninf.course.trainings --profile paper --train   # each training on 8 GPUs
 
 The estimate multiplies each training's steps by a step time measured on one H100 (each method's
 per-epoch time at ResNet-32 on all of CIFAR-10, issue 16). It is an estimate, not a measurement
@@ -32,6 +33,7 @@ from dyninf.network.backbones import cifar_resnet
 from dyninf.network.cost import network_cost
 from dyninf.data.cifar import ImageDataset, dataset_spec
 from dyninf.deciders import Gater
+from dyninf.training.distributed import processes
 from dyninf.training.loop import TrainConfig
 from dyninf.course.trained import (train_aig, train_baseline, train_blockdrop, train_gaternet, train_stochastic_depth,
                              train_wider)
@@ -180,8 +182,14 @@ def train_all(profile: Profile, data: ImageDataset | None = None, jobs: int = 1)
     ResNet waits for it."""
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
-    if profile.epoch_cap is not None:   # a dry run trains afresh: a cached run would hide a broken recipe
+    group = processes()
+    if group.world > 1 and jobs > 1:
+        raise ValueError(f"under torchrun ({group.world} processes) every process takes its share of each "
+                         f"training, one training after the other: jobs must be 1, got {jobs}")
+    if profile.epoch_cap is not None and group.writes:   # a dry run trains afresh: a cached run would hide a broken recipe
         shutil.rmtree(runs_dir() / profile.runs, ignore_errors=True)
+    if group.world > 1:
+        torch.distributed.barrier()   # the others start once rank 0 has cleared the dry run's folder
     trainings = course_trainings(profile)
     data = data if data is not None else profile.load_data()   # decoded once, not by each worker
     table = estimate_table(profile)
@@ -196,7 +204,8 @@ def _timed(training: Training, data: ImageDataset) -> float:
     start = time.perf_counter()
     training.train(data)
     minutes = (time.perf_counter() - start) / 60
-    print(f"[trainings] {training.label}: {minutes:.1f} min", flush=True)
+    if processes().writes:
+        print(f"[trainings] {training.label}: {minutes:.1f} min", flush=True)
     return minutes
 
 
@@ -271,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     start = time.perf_counter()
     table = train_all(profile, jobs=args.jobs) if args.train else estimate_table(profile)
+    if not processes().writes:   # under torchrun, rank 0 reports for all
+        return 0
     print(table.round(2).to_string(index=False))
     print(f"\nin all: {table['estimated minutes'].sum():.1f} minutes of training on one H100 (estimated); "
           f"as the README shows it:\n{readme_row(profile)}")

@@ -59,16 +59,22 @@ class Batches:
 
     ``train=True`` shuffles, augments (4-pixel pad + random crop, horizontal flip) and drops the
     last incomplete batch; each epoch's order and augmentation depend only on (seed, epoch), so a
-    resumed run sees the same batches as an uninterrupted one.
+    resumed run sees the same batches as an uninterrupted one. ``shard=(k, n)``: the k-th of n equal
+    parts of each of those batches (process k of n in a distributed run).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  train: bool, device: torch.device | str = "cpu", seed: int = 0,
-                 channels_last: bool = True):
+                 channels_last: bool = True, shard: tuple[int, int] = (0, 1)):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        index, shards = shard
+        if batch_size % shards or not 0 <= index < shards:
+            raise ValueError(f"a batch of {batch_size} cannot be split into {shards} equal shards "
+                             f"(shard {index}): the global batch must be a multiple of the processes")
+        self.shard = shard
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -88,12 +94,16 @@ class Batches:
         # drawn on the host (the same batches on every device), moved to the device once per
         # epoch: three copies per batch could each make the host wait for the GPU
         order, offsets, flips = (values.to(self.device) for values in (order, offsets[order], flips[order]))
+        shard, shards = self.shard
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start:start + self.batch_size]
+            # this process's part of the global batch (all of it for one process); a data set smaller
+            # than one batch is one batch of all its images, split as evenly as it goes
+            size = min(self.batch_size, n - start)
+            part = slice(start + shard * size // shards, start + (shard + 1) * size // shards)
+            index = order[part]
             images = self.images[index]
             if self.train:
-                images = crop_and_flip(images, offsets[start:start + self.batch_size],
-                                       flips[start:start + self.batch_size])
+                images = crop_and_flip(images, offsets[part], flips[part])
             images = normalize(images)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)

@@ -3,7 +3,8 @@
 SGD with (Nesterov) momentum and weight decay; a one-cycle schedule for short runs or the papers'
 step schedule; extra loss terms through hooks; bf16 autocast on CUDA; channels_last memory layout;
 tqdm progress; a checkpoint after every epoch, from which an interrupted run resumes by itself;
-a per-epoch history returned as a table and written as JSON.
+a per-epoch history returned as a table and written as JSON. Under torchrun, several processes
+train one run (``dyninf.training.distributed``).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from dyninf.data.batches import Batches
 from dyninf.data.cifar import ImageDataset
 from dyninf.network.dynamic import DynamicNetwork
 from dyninf.network.inference import evaluate
+from dyninf.training.distributed import Processes, processes, synchronised
 from dyninf.utils.devices import default_device
 from dyninf.utils.io import atomic_torch_save, atomic_write_text, folder_lock
 from dyninf.utils.paths import shown_path
@@ -169,19 +171,22 @@ def fit(model: nn.Module, data: ImageDataset, config: TrainConfig,
     the first, then loads what it trained.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
-    with folder_lock(run_dir, "training this run") if run_dir is not None else nullcontext():
+    group = processes()   # under torchrun: this process's shard, and rank 0 alone locks and writes the run
+    with folder_lock(run_dir, "training this run") if run_dir is not None and group.writes else nullcontext():
+        if group.world > 1:
+            torch.distributed.barrier()   # the others read the run folder once rank 0 holds it
         return _fit(model, data, config, run_dir, device, extra_losses, metrics, on_epoch_start, progress,
-                    description)
+                    description, group)
 
 
 def _fit(model, data, config, run_dir, device, extra_losses, metrics, on_epoch_start, progress,
-         description) -> pd.DataFrame:
-    device = torch.device(device) if device else default_device()
+         description, group: Processes) -> pd.DataFrame:
+    device = group.device(torch.device(device) if device else default_device())
     extra_losses = dict(extra_losses or {})
     metrics = dict(metrics or {})
     model.to(device=device, memory_format=torch.channels_last)
     train_batches = Batches(data.train_images, data.train_labels, config.batch_size, train=True,
-                            device=device, seed=config.seed)
+                            device=device, seed=config.seed, shard=(group.rank, group.world))
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, len(train_batches))
     history: list[dict] = []
@@ -191,6 +196,8 @@ def _fit(model, data, config, run_dir, device, extra_losses, metrics, on_epoch_s
         seed_everything(config.seed)
 
     trained_before = len(history)
+    training_pass = synchronised(model, training_forward, group)
+    progress = progress and group.writes   # one progress report for all the processes
     bars = progress and progress_style() == "bars"
     epochs = tqdm(range(config.epochs), desc=description, initial=len(history),
                   total=config.epochs, disable=not bars, unit="epoch")
@@ -198,14 +205,14 @@ def _fit(model, data, config, run_dir, device, extra_losses, metrics, on_epoch_s
         epoch_info = dict((on_epoch_start(model, epoch) if on_epoch_start else None) or {})
         epochs.set_postfix(epoch_info)
         row = {**epoch_info, **_train_one_epoch(model, train_batches, epoch, optimizer, scheduler,
-                                                extra_losses, metrics, device, bars)}
+                                                extra_losses, metrics, device, bars, training_pass, group)}
         scores = evaluate(model, data.test_images, data.test_labels, device=device)
         row.update(test_loss=scores["loss"], test_accuracy=scores["accuracy"])
         history.append(row)
         epochs.update(1)
         epochs.set_postfix(epoch_info, loss=f"{row['train_loss']:.3f}",
                            acc=f"{row['train_accuracy']:.3f}", test_acc=f"{row['test_accuracy']:.3f}")
-        if run_dir is not None:
+        if run_dir is not None and group.writes:
             _save_checkpoint(run_dir, config, model, optimizer, scheduler, history)
     epochs.close()
     model.eval()
@@ -226,12 +233,13 @@ def training_forward(model: nn.Module, images: torch.Tensor) -> tuple:
 
 
 def _train_one_epoch(model, batches, epoch, optimizer, scheduler, extra_losses, metrics,
-                     device, progress) -> dict:
+                     device, progress, training_pass=None, group: Processes = Processes()) -> dict:
     """One pass over the training batches. The running sums (loss, correct predictions, each
     logged term; weighted by batch size) stay on the device and are read back once, at the end:
     a read per step (``loss.item()``) would make the host wait for the GPU at every step, so it
     could never queue the next step's kernels while the GPU runs this one."""
     model.train()
+    training_pass = training_pass or (lambda batch: training_forward(model, batch))
     logged = [*extra_losses, *metrics]
     sums = torch.zeros(2 + len(logged), device=device)
     seen = 0
@@ -240,7 +248,7 @@ def _train_one_epoch(model, batches, epoch, optimizer, scheduler, extra_losses, 
                disable=not progress, unit="batch")
     for images, labels in bar:
         with autocast(device):
-            logits, decisions, probabilities = training_forward(model, images)
+            logits, decisions, probabilities = training_pass(images)
             loss = F.cross_entropy(logits, labels)
             step = TrainingStep(model, images, labels, logits, decisions, probabilities)
             extras = {name: term(step) for name, term in extra_losses.items()}
@@ -258,6 +266,9 @@ def _train_one_epoch(model, batches, epoch, optimizer, scheduler, extra_losses, 
             step_values = [loss.float() * n, (logits.argmax(1) == labels).sum().float(),
                            *(torch.as_tensor(extras[name], device=device).float() * n for name in logged)]
             sums += torch.stack(step_values)
+    if group.world > 1:   # the epoch's sums over every process's shard
+        torch.distributed.all_reduce(sums)
+        seen *= group.world
     means = [total / seen for total in sums.tolist()]   # the epoch's one read back to the host
     if not all(math.isfinite(value) for value in means):
         named = dict(zip(["train_loss", "train_accuracy", *logged], means))
