@@ -45,9 +45,12 @@ def processes() -> Processes:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Processes()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
+        if torch.cuda.is_available():   # NCCL's collectives (a barrier too) run on the current GPU
+            torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Processes(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 class TrainingPass(nn.Module):
