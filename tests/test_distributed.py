@@ -108,7 +108,15 @@ def test_every_training_of_the_course_runs_under_torchrun_and_rank_0_alone_repor
     ran = _torchrun("trainings", tmp_path)
     assert ran.returncode == 0, ran.stderr[-3000:]
     trainings = course_trainings(get_profile("quick", device="cpu"))
-    reported = [line for line in ran.stdout.splitlines() if line.startswith("[trainings] ")]
+    reported = [line for line in ran.stdout.splitlines() if line.startswith("[trainings] ") and line.endswith(" min")]
     assert len(reported) == len(trainings), ran.stdout   # once each: rank 0 reports, not every process
+    assert "[trainings] 2 processes (torchrun): each trains on 1/2 of every batch" in ran.stdout
     histories = sorted((tmp_path / "runs" / "quick-dry-run").glob("*/history.json"))
     assert len(histories) >= len(trainings) and all(len(json.loads(h.read_text())) == 1 for h in histories)
+
+
+def test_a_number_of_processes_that_does_not_divide_every_batch_is_one_error_before_any_training(tmp_path):
+    ran = _torchrun("trainings", tmp_path, processes=3)
+    assert ran.returncode != 0
+    assert "the quick profile's batches of 128 images cannot be split into 3 equal parts" in ran.stderr + ran.stdout
+    assert not (tmp_path / "runs").exists()

@@ -186,11 +186,21 @@ def train_all(profile: Profile, data: ImageDataset | None = None, jobs: int = 1)
     if group.world > 1 and jobs > 1:
         raise ValueError(f"under torchrun ({group.world} processes) every process takes its share of each "
                          f"training, one training after the other: jobs must be 1, got {jobs}")
+    trainings = course_trainings(profile)
+    if group.world > 1:   # every recipe's batch must split evenly: said before hours of training, not in one
+        uneven = sorted({config.batch_size for training in trainings for _, config in training.phases
+                         if config.batch_size % group.world})
+        if uneven:
+            raise ValueError(f"the {profile.name} profile's batches of {', '.join(map(str, uneven))} images cannot be "
+                             f"split into {group.world} equal parts: run it in a number of processes that divides "
+                             f"every batch of its recipes")
+        if group.writes:
+            print(f"[trainings] {group.world} processes (torchrun): each trains on 1/{group.world} of every batch",
+                  flush=True)
     if profile.epoch_cap is not None and group.writes:   # a dry run trains afresh: a cached run would hide a broken recipe
         shutil.rmtree(runs_dir() / profile.runs, ignore_errors=True)
     if group.world > 1:
         torch.distributed.barrier()   # the others start once rank 0 has cleared the dry run's folder
-    trainings = course_trainings(profile)
     data = data if data is not None else profile.load_data()   # decoded once, not by each worker
     table = estimate_table(profile)
     if jobs == 1:
