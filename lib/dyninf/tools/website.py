@@ -120,9 +120,9 @@ def shown_source_outputs(student_source: str, outputs: list) -> list:
         markdown = output.get("data", {}).get("text/markdown")
         if output.get("output_type") != "display_data" or markdown is None:
             continue
-        blocks = re.split(r"\n\n(?=`[\w.]+` in `)", "".join(markdown))
-        shown = [block for block in blocks if any(f".{name}".endswith("." + _SOURCE_HEADING.match(block)[1])
-                                                  for name in named if _SOURCE_HEADING.match(block))]
+        blocks = re.split(r"\n\n(?=`[\w.]+` in `)", "".join(markdown))   # before each heading
+        shown = [block for block, heading in ((block, _SOURCE_HEADING.match(block)) for block in blocks)
+                 if heading and any(f".{name}".endswith(f".{heading[1]}") for name in named)]
         if shown:
             kept.append(nbformat.v4.new_output("display_data", data={"text/markdown": "\n\n".join(shown),
                                                                      "text/plain": "<IPython.core.display.Markdown object>"}))
@@ -153,17 +153,15 @@ def run_banner(run: CourseRun, edition: str, entry: dict | None = None) -> str:
                   f"the page shows the outputs up to there.")
         shown = (f"This page shows the `{run.profile}` profile's run on {entry.get('device') or run.device}, "
                  f"finished {run.date}, at commit `{run.commit}`; this notebook took {took}.{status}")
-    if edition == "learner" and entry is not None:
-        to_solve = (f" To solve them, download {{download}}`this notebook as handed out </downloads/{entry['notebook']}.ipynb>` "
-                    f"(no outputs) and run it in the course's checkout ([Running it yourself](../index.md#running-it-yourself)).")
+    if edition == "instructor":
+        edition_text = ("Instructor's edition: solutions, hidden checks and model answers are shown. "
+                        "Give a class the learner's edition.")
     else:
-        to_solve = " Each notebook's page offers its copy to download and solve."
-    edition_text = {
-        "learner": "Learner's edition: each graded task shows its task and its visible checks, not its "
-                   "solution, hidden checks or model answer." + to_solve,
-        "instructor": "Instructor's edition: solutions, hidden checks and model answers are shown. "
-                      "Give a class the learner's edition.",
-    }[edition]
+        edition_text = ("Learner's edition: each graded task shows its task and its visible checks, not its "
+                        "solution, hidden checks or model answer.")
+        edition_text += (" Each notebook's page offers its copy to download and solve." if entry is None else
+                         f" To solve them, download {{download}}`this notebook as handed out </downloads/{entry['notebook']}.ipynb>` "
+                         f"(no outputs) and run it in the course's checkout ([Running it yourself](../index.md#running-it-yourself)).")
     return f"```{{admonition}} The run shown here\n:class: course-run\n{shown} {edition_text}\n```\n"
 
 
@@ -220,9 +218,11 @@ def localize_links(markdown: str, page: str, pages: dict[str, str], source_url: 
             relative = posixpath.relpath(pages[resolved], site_here)
             return f"{image}[{text}]({relative}{'#' + anchor if anchor else ''})"
         if source_url and not image and resolved in tracked_paths():   # in the course's repository
-            kind = "blob" if (course_root() / resolved).is_file() else "tree"
-            return f"[{text}]({source_url.format(kind=kind)}{resolved}{'#' + anchor if anchor else ''})"
+            return f"[{text}]({repository_url(resolved)}{'#' + anchor if anchor else ''})"
         return "" if image else text
+
+    def repository_url(path: str) -> str:
+        return source_url.format(kind="blob" if (course_root() / path).is_file() else "tree") + path
 
     def named_file(match: re.Match) -> str:
         """`results/gpu/`, `lib/dyninf/deciders/aig.py`: a link to the site's page (a folder's README), else
@@ -236,10 +236,7 @@ def localize_links(markdown: str, page: str, pages: dict[str, str], source_url: 
         page_of = next((pages[key] for key in (path, f"{path}/README.md") if key in pages), None)
         if page_of is not None:
             return f"[{match.group(0)}]({posixpath.relpath(page_of, site_here)})"
-        if not source_url:
-            return match.group(0)
-        kind = "blob" if (course_root() / path).is_file() else "tree"
-        return f"[{match.group(0)}]({source_url.format(kind=kind)}{path})"
+        return f"[{match.group(0)}]({repository_url(path)})" if source_url else match.group(0)
 
     parts = re.split(r"(^```.*?^```)", markdown, flags=re.M | re.S)   # fenced code is left as it is
     for index in range(0, len(parts), 2):

@@ -239,7 +239,7 @@ def _train_one_epoch(model, batches, epoch, optimizer, scheduler, extra_losses, 
     a read per step (``loss.item()``) would make the host wait for the GPU at every step, so it
     could never queue the next step's kernels while the GPU runs this one."""
     model.train()
-    training_pass = training_pass or (lambda batch: training_forward(model, batch))
+    training_pass = training_pass or synchronised(model, training_forward, Processes())   # one process's pass
     logged = [*extra_losses, *metrics]
     sums = torch.zeros(2 + len(logged), device=device)
     seen = 0
