@@ -104,14 +104,15 @@ def test_a_case_reads_its_speed_ups_from_the_rounds_it_was_timed_in(bench, monke
 
     def rounds(plain, run, inputs, min_run_time, others):   # hand-made seconds per round
         seen["others"] = set(others)
-        return {"plain": [1.0, 1.1, 1.0], "masked": [0.9, 1.2, 1.0], "skipped": [0.5, 0.6, 0.5]}, 0.0
+        return {"plain": [1.0, 1.1, 1.0], "masked": [0.9, 1.2, 1.0], "skipped": [0.5, 0.6, 0.5],
+                "plain, TorchScript": [0.6, 0.5, 0.7]}, 0.0
 
     monkeypatch.setattr(bench, "time_modes", rounds)
     cost = network_cost(backbone)
     spent = cost.spent_macs(decisions)
     row = bench.time_case("fixed", backbone, lambda x, d, mode, **record: backbone(x, decisions=d, mode=mode, **record), decisions,
                           spent, cost.total_macs, images, 4, 0.01)
-    assert seen["others"] == set()   # no decider, no CUDA graph on a CPU
+    assert seen["others"] == {"plain, TorchScript"}   # no decider; on a CPU the static baseline is TorchScript
     assert (row["masked speed-up"], row["masked speed-up low"], row["masked speed-up high"]) == pytest.approx(
         (1 / 0.9, 1.1 / 1.2, 1 / 0.9))
     assert row["masked reading"] == "no measurable difference"
@@ -121,6 +122,10 @@ def test_a_case_reads_its_speed_ups_from_the_rounds_it_was_timed_in(bench, monke
     assert row["ideal speed-up"] == pytest.approx(ideal) and row["realized / ideal"] == pytest.approx(2.0 / ideal)
     assert row["skipped reading"] == ("noise: above the ideal from MACs" if 1.1 / 0.6 > ideal else "faster")
     assert row["plain ms"] == pytest.approx(1e3) and row["skipped ms"] == pytest.approx(500)
+    assert row["static baseline"] == "TorchScript" and row["plain static ms"] == pytest.approx(500)
+    assert (row["skipped over static plain"], row["skipped over static plain low"], row["skipped over static plain high"]) == \
+        pytest.approx((1.0, 0.5 / 0.6, 1.4))
+    assert row["skipped over static plain reading"] == "no measurable difference"
 
 
 def test_the_figure_draws_the_rounds_range_as_an_error_bar_where_the_table_has_it():
@@ -141,3 +146,38 @@ def test_the_figure_draws_the_rounds_range_as_an_error_bar_where_the_table_has_i
             segments = errorbars[0].lines[2][0].get_segments()
             assert [tuple(point[0] for point in segment) for segment in segments] == [(1.25, 1.75)]
         plt.close(figure)
+
+
+def test_the_goals_are_read_from_the_rows_with_their_spread(bench):
+    import pandas as pd
+
+    def row(case, batch, speedup, low, high, ideal, reading, decider=(float("nan"), float("nan")), static=(1.0, 0.9, 1.1)):
+        return {"case": case, "batch": batch, "skipped speed-up": speedup, "skipped speed-up low": low,
+                "skipped speed-up high": high, "ideal speed-up": ideal, "realized / ideal": speedup / ideal,
+                "skipped reading": reading, "decider % of time": decider[0], "decider % of MACs": decider[1],
+                "decider % of time low": 0.9 * decider[0], "decider % of time high": 1.1 * decider[0],
+                "skipped over static plain": static[0], "skipped over static plain low": static[1],
+                "skipped over static plain high": static[2]}
+
+    table = pd.DataFrame([row("random keep 1", 1, 0.96, 0.9, 1.02, 1.0, "no measurable difference"),
+                          row("random keep 0.5", 1, 1.8, 1.7, 1.9, 1.9, "faster", static=(1.2, 1.1, 1.3)),
+                          row("AIG", 1, 0.95, 0.9, 1.01, 1.3, "no measurable difference"),
+                          row("BlockDrop", 1, 0.8, 0.7, 0.85, 1.1, "slower", decider=(20.0, 8.0)),
+                          row("GaterNet", 1, 0.9, 0.8, 0.95, 0.95, "slower", decider=(11.0, 8.0)),
+                          row("AIG", 256, 0.9, 0.85, 0.95, 1.3, "slower"),
+                          row("random keep 1", 256, 1.0, 0.97, 1.03, 1.0, "no measurable difference")])
+    goals = bench.goal_rows(table).set_index(["goal", "case", "batch"])
+    met = goals["met"].to_dict()
+    assert met == {("nothing to skip: skipped / plain", "random keep 1", 1): False,         # 0.96 < 0.97
+                   ("keep 0.5: realized / ideal", "random keep 0.5", 1): True,              # 1.8 / 1.9
+                   ("stretch, keep 0.5: skipped / static plain", "random keep 0.5", 1): True,
+                   ("trained, ideal > 1: skipped / plain", "AIG", 1): True,                  # within the spread
+                   ("trained, ideal > 1: skipped / plain", "BlockDrop", 1): False,           # measurably slower
+                   ("decider: % of time / % of MACs", "BlockDrop", 1): False,               # 2.5
+                   ("decider: % of time / % of MACs", "GaterNet", 1): True,                 # 1.375; its ideal is below 1
+                   ("largest batch: not slower than plain", "AIG", 256): False,
+                   ("largest batch: not slower than plain", "random keep 1", 256): True}
+    share = goals.loc[("decider: % of time / % of MACs", "BlockDrop", 1)]
+    assert (share["measured"], share["rounds low"], share["rounds high"]) == pytest.approx((2.5, 2.25, 2.75))
+    keep = goals.loc[("keep 0.5: realized / ideal", "random keep 0.5", 1)]
+    assert (keep["measured"], keep["rounds low"], keep["rounds high"]) == pytest.approx((1.8 / 1.9, 1.7 / 1.9, 1.0))

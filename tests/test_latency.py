@@ -314,3 +314,34 @@ def test_the_plain_network_replayed_as_a_cuda_graph_gives_its_outputs_for_each_n
         x = torch.randn(batch, 3, 32, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
         with torch.no_grad():
             assert torch.allclose(replay(x), net(x), atol=1e-5)
+
+
+def test_a_time_breakdown_splits_each_call_s_time_into_its_parts():
+    import warnings
+
+    from dyninf.measure.latency import time_breakdown
+
+    weight = torch.randn(8, 3, 3, 3)
+    calls = {"python only": lambda x: sum(range(2000)),          # no operator: all of it the host's
+             "one convolution": lambda x: torch.nn.functional.conv2d(x, weight, padding=1)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                           # nothing leaks (the profiler's own messages)
+        table = time_breakdown(calls, [(torch.randn(1, 3, 16, 16),)] * 4, min_run_time=0.02).set_index("call")
+    parts = table[["convolutions ms", "other operators ms", "host between operators ms"]]
+    assert (parts >= 0).all().all() and parts.sum(1).to_numpy() == pytest.approx(table["ms"].to_numpy())
+    assert table.loc["python only", "host between operators ms"] == pytest.approx(table.loc["python only", "ms"])
+    assert table.loc["one convolution", "convolutions ms"] > 0
+
+
+def test_the_torchscript_baseline_gives_the_network_s_outputs_for_new_inputs():
+    import warnings
+
+    from dyninf.measure.latency import torchscript_frozen
+
+    net = cifar_resnet(8).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                           # TorchScript's deprecation is not the user's
+        frozen = torchscript_frozen(net, torch.randn(1, 3, 32, 32))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert (frozen(x) - net(x)).abs().max() <= 1e-5

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 LIBRARY_ANSWERS: dict[str, tuple[str, ...]] = {
     "00-residual-output": ("dyninf.network.backbones.ResidualBlock.forward",
                            "dyninf.network.backbones.ResidualBlock.run_skipped",
+                           "dyninf.network.backbones.rectified_sum",
                            "dyninf.network.skipping.scaled_residual"),
     "00-conv-macs": ("dyninf.network.cost.layer_macs",),
     "00-option-a-shortcut": ("dyninf.network.backbones.ResidualBlock.shortcut",),

@@ -79,20 +79,23 @@ class Gate(nn.Module):
         if self.training or torch.is_grad_enabled():
             logits = self(block_input)
             return logits[:, RUN] - logits[:, SKIP]
-        weight, bias, direction, offset = derived(self, "margin", self._sources(), self._margin_tensors)
+        transposed, bias, direction, offset = derived(self, "margin", self._sources(), self._margin_tensors)
         height, width = block_input.shape[-2:]
         with _full_precision(block_input):
-            pooled_sum = block_input.to(weight.dtype).sum(dim=(2, 3))
-            hidden = torch.addmm(bias, pooled_sum, weight.t(), alpha=1 / (height * width))
+            same = block_input.dtype == transposed.dtype   # no operation where there is nothing to convert
+            pooled_sum = (block_input if same else block_input.to(transposed.dtype)).sum(dim=(2, 3))
+            hidden = torch.addmm(bias, pooled_sum, transposed, alpha=1 / (height * width))
             return torch.addmv(offset, hidden.relu_(), direction)
 
     def _sources(self) -> tuple[torch.Tensor, ...]:
-        return folding_sources(self.fc1, self.bn) + (self.fc2.weight, self.fc2.bias)
+        modules = self._modules   # not attribute access, which costs a microsecond a module
+        fc2 = modules["fc2"]._parameters
+        return folding_sources(modules["fc1"], modules["bn"]) + (fc2["weight"], fc2["bias"])
 
     def _margin_tensors(self) -> tuple[torch.Tensor, ...]:
         weight, bias = fuse_linear_bn_weights(self.fc1.weight, self.fc1.bias, self.bn.running_mean,
                                               self.bn.running_var, self.bn.eps, self.bn.weight, self.bn.bias)
-        return (weight, bias, self.fc2.weight[RUN] - self.fc2.weight[SKIP],
+        return (weight.t().contiguous(), bias, self.fc2.weight[RUN] - self.fc2.weight[SKIP],
                 self.fc2.bias[RUN] - self.fc2.bias[SKIP])
 
 
@@ -111,7 +114,8 @@ class AIGGates(nn.Module):
 
     def gate_for(self, block_index: int) -> Gate | None:
         """Block ``block_index``'s gate; None for a downsampling block, which always runs."""
-        return self.gates[str(block_index)] if str(block_index) in self.gates else None
+        # the ModuleDict's own dictionary: nn.Module attribute access costs a microsecond, before every block
+        return self._modules["gates"]._modules.get(str(block_index))
 
     def forward(self, block_index: int, block_input: torch.Tensor) -> torch.Tensor | None:
         gate = self.gate_for(block_index)

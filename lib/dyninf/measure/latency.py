@@ -12,7 +12,11 @@ time depends on what it decides for the image, and one image would stand for its
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, NamedTuple, Sequence
+import contextlib
+import os
+import sys
+import warnings
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import pandas as pd
 import torch
@@ -62,6 +66,51 @@ def time_rounds(calls: dict[str, Callable], inputs: Sequence[tuple], min_run_tim
         for name, timer in timers.items():
             seconds[name].append(timer.blocked_autorange(min_run_time=min_run_time / rounds).median / len(inputs))
     return seconds
+
+
+def time_breakdown(calls: dict[str, Callable], inputs: Sequence[tuple], min_run_time: float = 0.5,
+                   rounds: int = ROUNDS) -> pd.DataFrame:
+    """Where the time of each of ``calls`` goes, per call (a row each): its time (the fastest of
+    ``time_rounds``' interleaved rounds) split into the convolutions, the other operators and the
+    host's time between operators (Python: the network's loop, its checks, a decider's and skipped
+    mode's bookkeeping). The split comes from one pass over ``inputs`` under ``torch.profiler``,
+    each operator's own time (its children's excluded) as a share of that pass's wall time, applied
+    to the time measured without the profiler (which slows every operator a little)."""
+    from time import perf_counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    timed = time_calls(calls, inputs, min_run_time, rounds)
+    rows = []
+    for name, call in calls.items():
+        with _native_stderr_silenced(), torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as profiled:
+            start = perf_counter()
+            for item in inputs:
+                call(*item)
+            wall = perf_counter() - start
+        own = [(event.key, event.self_cpu_time_total / 1e6) for event in profiled.key_averages()]
+        convolutions = sum(seconds for key, seconds in own if "conv" in key) / wall
+        others = min(sum(seconds for key, seconds in own if "conv" not in key) / wall, 1 - convolutions)
+        ms = 1e3 * timed[name]
+        rows.append({"call": name, "ms": ms, "convolutions ms": ms * convolutions,
+                     "other operators ms": ms * others, "host between operators ms": ms * (1 - convolutions - others)})
+    return pd.DataFrame(rows)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """The process's standard error (file descriptor 2) sent nowhere within the block: PyTorch's
+    profiler (kineto) writes its start, its stop and, in a CUDA build on a machine without a GPU, an
+    error about the missing device there, from C++, where a notebook shows it as the cell's output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as nowhere:
+            os.dup2(nowhere.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def time_calls(calls: dict[str, Callable], inputs: Sequence[tuple], min_run_time: float = 0.5,
@@ -133,6 +182,22 @@ def cuda_graph_replay(module: nn.Module, example: torch.Tensor, warmup: int = 3)
         return static_output
 
     return replay
+
+
+def torchscript_frozen(module: nn.Module, example: torch.Tensor) -> Callable:
+    """``module`` in eval mode traced by TorchScript on inputs shaped like ``example`` and frozen:
+    its weights constants, its batch norms folded, its operators run by TorchScript's interpreter
+    without Python between them. On a CPU the best time a static network had on this course's
+    machine (at batch 1, a ResNet-20 took 0.55-0.7 of its eager time; ``torch.compile``'s default
+    inductor took over twice its eager time there): the honest baseline beside the eager one, as
+    the CUDA graph is on a GPU, and one that no dynamic network can be (a trace records one path)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        # the network's input checks are Python branches: the trace keeps the path taken
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # TorchScript is deprecated for torch.compile and torch.export, but it is there from PyTorch
+        # 2.11 to 2.14, and it is the faster of the two static baselines on this course's CPU
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        return torch.jit.freeze(torch.jit.trace(module.eval(), example, check_trace=False))
 
 
 def time_modes(plain: Callable, run: Callable, inputs: Sequence[tuple], min_run_time: float = 0.5,

@@ -25,11 +25,14 @@ masking (the gates' gradient needs every filter).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dyninf.decisions import BlockDecider, as_decider
+from dyninf.network.folding import folded_conv_bn
 from dyninf.network.skipping import (MASKED, BlockRun, ExecutionRecord, SkippingPolicy, gather, plan_block,
                                      plan_execution, policy_for, scaled_residual, scatter_, sliced_conv_bn,
                                      uniform_block_run)
@@ -87,10 +90,10 @@ class ResidualBlock(nn.Module):
         its output into ``x`` when no gradient is recorded (the network passes it for its own
         intermediate tensors, saving a copy)."""
         if mode == "masked" or (run is None and filters is None):
-            residual = self.residual(x, filters)
+            residual = self.computed_residual(x, filters)
             if run is not None:
                 residual = run.to(x.dtype).view(-1, 1, 1, 1) * residual
-            return F.relu(self.shortcut(x) + residual)
+            return rectified_sum(self.shortcut(x), residual)
         if step is None:
             step = plan_block(run, filters, self.filter_groups(), len(x), policy_for(x.device))[0]
         return self.run_skipped(x, run, filters, step, overwrite_input)
@@ -103,37 +106,52 @@ class ResidualBlock(nn.Module):
         if step.how == "skip":
             return shortcut
         if step.how == "all":
-            return F.relu(shortcut + scaled_residual(self.sliced_residual(x, filters, step), run, step.scaled))
+            return rectified_sum(shortcut, scaled_residual(self.computed_residual(x, filters, step), run, step.scaled))
         images = step.images
         if filters is not None:
             filters = filters.index_select(0, images)
-        residual = self.sliced_residual(gather(x, images), filters, step)
-        executed = F.relu(gather(shortcut, images) + scaled_residual(residual, run.index_select(0, images), step.scaled))
+        residual = self.computed_residual(gather(x, images), filters, step)
+        executed = rectified_sum(gather(shortcut, images), scaled_residual(residual, run.index_select(0, images), step.scaled))
         # Scatter back in place where that is safe: without autograd, into a shortcut that is a
         # new tensor (downsampling) or into an input the caller lets us overwrite.
         if torch.is_grad_enabled() or (shortcut is x and not overwrite_input):
             shortcut = shortcut.clone(memory_format=torch.preserve_format)
         return scatter_(shortcut, images, executed)
 
-    def sliced_residual(self, x: torch.Tensor, filters: torch.Tensor | None, step: BlockRun) -> torch.Tensor:
-        """The residual branch with only ``step``'s filters computed: each convolution of
-        ``conv_bn_pairs`` with its batch norm, cut to the filters kept on its inputs and outputs,
-        ReLU and the gates between them. Without filter gates, or in training (the gates' gradient
-        needs every filter): the whole residual, masked."""
-        if filters is None or self.training or step.filters is None:
+    def computed_residual(self, x: torch.Tensor, filters: torch.Tensor | None = None,
+                          step: BlockRun | None = None) -> torch.Tensor:
+        """The residual branch as this call needs it. In training or with autograd: the layers as
+        written (``residual``; the gates' gradient needs every filter). For inference: each
+        convolution of ``conv_bn_pairs`` with its batch norm folded in (``sliced_conv_bn``: one
+        operation where there were two, which at batch 1 on a CPU saves a sixth of a convolution's
+        time), cut to the filters ``step`` keeps (None: all), and the gates applied only where
+        ``step`` says some of them are not 1."""
+        if self.training or torch.is_grad_enabled():
             return self.residual(x, filters)
-        gates = filters.split(self.filter_groups(), dim=1)
-        hidden = x
+        kept = step.filters if step is not None and step.filters is not None else None
+        gated = step.gated if step is not None and step.gated is not None else None
+        gates = None
+        if filters is not None and (gated is None or any(gated)):
+            gates = filters.split(self.filter_groups(), dim=1)
+        hidden, last = x, len(self.conv_bn_pairs) - 1
         for position, (conv, bn, into, out) in enumerate(self.conv_bn_pairs):
-            hidden = sliced_conv_bn(hidden, getattr(self, conv), getattr(self, bn),
-                                    inputs=None if into is None else step.filters[into],
-                                    outputs=None if out is None else step.filters[out])
-            if position < len(self.conv_bn_pairs) - 1:
-                hidden = F.relu(hidden)
-                if out is not None and step.gated[out]:
-                    kept = gates[out] if step.filters[out] is None else gates[out].index_select(1, step.filters[out])
-                    hidden = hidden * kept.to(hidden.dtype)[:, :, None, None]
+            hidden = sliced_conv_bn(hidden, self._modules[conv], self._modules[bn],   # not getattr: a microsecond each
+                                    inputs=None if into is None or kept is None else kept[into],
+                                    outputs=None if out is None or kept is None else kept[out])
+            if position < last:
+                hidden = hidden.relu_()
+                if gates is not None and out is not None and (gated is None or gated[out]):
+                    opened = gates[out] if kept is None or kept[out] is None else gates[out].index_select(1, kept[out])
+                    hidden = hidden.mul_(opened.to(hidden.dtype)[:, :, None, None])
         return hidden
+
+
+def rectified_sum(shortcut: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``relu(shortcut + residual)``: a block's output once its residual is scaled; without autograd
+    computed in place in ``residual`` (a tensor the block made), saving two new tensors a block."""
+    if torch.is_grad_enabled():
+        return F.relu(shortcut + residual)
+    return residual.add_(shortcut).relu_()
 
 
 class BasicBlock(ResidualBlock):
@@ -191,6 +209,31 @@ class BottleneckBlock(ResidualBlock):
         return self.bn3(self.conv3(hidden))
 
 
+class Stem(nn.Sequential):
+    """The 3x3 convolution, batch norm and ReLU that start the network; for inference (eval mode,
+    no autograd) the batch norm folded into the convolution, as in the blocks."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            return super().forward(images)
+        conv, bn = self[0], self[1]
+        return F.conv2d(images, *folded_conv_bn(conv, bn), conv.stride, conv.padding).relu_()
+
+
+class Head(nn.Sequential):
+    """Global average pooling, flattening, then the classifier (or whatever replaces it: a gater's
+    extractor has none); for inference the pooling and the flattening in one operation."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        layers = list(self._modules.values())
+        if self.training or torch.is_grad_enabled() or len(layers) < 2 or not isinstance(layers[0], nn.AdaptiveAvgPool2d):
+            return super().forward(hidden)
+        pooled = hidden.mean(dim=(2, 3))
+        for layer in layers[2:]:
+            pooled = layer(pooled)
+        return pooled
+
+
 class CifarResNet(nn.Module):
     """Stem (3x3 conv, BN, ReLU) -> residual blocks in three stages -> global pool -> linear.
 
@@ -205,8 +248,7 @@ class CifarResNet(nn.Module):
                  bottleneck: bool = False):
         super().__init__()
         self.depth = (9 if bottleneck else 6) * blocks_per_stage + 2
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = Stem(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         blocks, channels = [], width
         for stage in range(3):
             out_channels = width * 2 ** stage
@@ -224,7 +266,7 @@ class CifarResNet(nn.Module):
         for block in blocks:
             offsets.append(offsets[-1] + block.gated_filters)
         self.filter_gate_slices = [slice(a, b) for a, b in zip(offsets, offsets[1:])]
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        self.head = Head(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                   nn.Linear(channels, num_classes))
         # how skipped mode chooses the way each block runs (None: the policy measured for the
         # images' device, dyninf.network.skipping.POLICIES)
@@ -255,36 +297,62 @@ class CifarResNet(nn.Module):
     def forward(self, images: torch.Tensor,
                 decisions: torch.Tensor | BlockDecider | None = None,
                 mode: str = "masked", return_decisions: bool = False,
-                filter_gates: torch.Tensor | None = None, return_record: bool = False):
+                filter_gates: torch.Tensor | None = None, return_record: bool = False, *,
+                images_checked: bool = False):
         """Logits (batch, num_classes); with ``return_decisions`` also the (batch, num_blocks)
         decisions taken (all ones for a plain forward pass); with ``return_record`` also how the
-        pass ran (``skipping.ExecutionRecord``: reads back to the host, each block's way)."""
-        hidden, taken, record = self._run_blocks(images, decisions, mode, filter_gates)
+        pass ran (``skipping.ExecutionRecord``: reads back to the host, each block's way).
+        ``images_checked``: the caller has checked these images as ``check_images`` does (a
+        dynamic network whose decider looked at them first), so they are not checked again."""
+        hidden, taken, record = self._run_blocks(images, decisions, mode, filter_gates, images_checked)
         outputs = [self.head(hidden)]
         if return_decisions:
-            ones = torch.ones(len(images), device=images.device)
-            outputs.append(torch.stack([ones if run is None else run.to(ones.dtype) for run in taken], 1))
+            if isinstance(taken, torch.Tensor):   # given as a tensor: those, as a new tensor
+                outputs.append(taken.to(torch.float32, copy=True))
+            else:
+                ones = torch.ones(len(images), device=images.device)
+                outputs.append(torch.stack([ones if run is None else run.to(ones.dtype) for run in taken], 1))
         if return_record:
             outputs.append(record)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def _run_blocks(self, images, decisions, mode, filter_gates):
-        """The last block's output, each block's decisions (None: every image ran it) and the
+    def _run_blocks(self, images, decisions, mode, filter_gates, images_checked=False):
+        """The last block's output, the decisions taken (a (batch, num_blocks) tensor when they were
+        given as one, else each block's, None where every image ran it) and the
         ``ExecutionRecord`` of the pass: the inputs checked, the blocks planned where every
         decision is known before the first, then run one after the other."""
-        decider, policy = self._check_inputs(images, decisions, mode, filter_gates)
-        plan, reads = None, 0
-        if mode == "skipped" and (isinstance(decisions, torch.Tensor) or decider is None and filter_gates is not None):
+        decider, policy = self._check_inputs(images, decisions, mode, filter_gates, images_checked)
+        given = decisions if isinstance(decisions, torch.Tensor) else None
+        if mode == "skipped" and (given is not None or decider is None and filter_gates is not None):
             # every decision known before the first block: one plan, one read back to the host
-            plan, read = self._plan(images, decisions if isinstance(decisions, torch.Tensor) else None,
-                                    filter_gates, policy)
-            reads = int(read)
-        return self._loop(images, decider, mode, filter_gates, policy, plan, reads)
+            plan, read = self._plan(images, given, filter_gates, policy)
+            hidden = self._run_plan(images, given, filter_gates, plan)
+            return hidden, given, ExecutionRecord(int(read), tuple(step.how for step in plan))
+        hidden, taken, record = self._loop(images, decider, mode, filter_gates, policy)
+        return hidden, taken if given is None else given, record
 
-    def _check_inputs(self, images, decisions, mode, filter_gates) -> tuple[BlockDecider | None, SkippingPolicy]:
-        """The decider the decisions stand for and the skipping policy, once the images, the mode,
-        the decisions and the filter gates are checked."""
-        check_images(images, self.stem[0].weight.dtype, finite=not self.training)
+    def _run_plan(self, images, decisions, filter_gates, plan):
+        """Each block the way ``plan`` says, with nothing decided or checked per block: a block
+        that is skipped, or run unscaled on the whole batch, needs neither its decisions nor
+        (when every gate it computes is 1) its filter gates."""
+        hidden = self.stem(images)
+        for index, (block, step) in enumerate(zip(self.blocks, plan)):
+            if step.how == "skip":
+                hidden = block.shortcut(hidden)
+                continue
+            run = decisions[:, index] if decisions is not None and (step.scaled or step.how == "gather") else None
+            filters = None
+            if filter_gates is not None and (step.gated is None or any(step.gated)):
+                filters = filter_gates[:, self.filter_gate_slices[index]]
+            hidden = block.run_skipped(hidden, run, filters, step, overwrite_input=True)   # our own intermediate
+        return hidden
+
+    def _check_inputs(self, images, decisions, mode, filter_gates,
+                      images_checked=False) -> tuple[BlockDecider | None, SkippingPolicy]:
+        """The decider the decisions stand for and the skipping policy, once the images (unless
+        ``images_checked``), the mode, the decisions and the filter gates are checked."""
+        if not images_checked:
+            check_images(images, self.stem[0].weight.dtype, finite=not self.training)
         check_mode(mode)
         batch = len(images)
         decider = as_decider(decisions, batch, self.num_blocks)
@@ -300,9 +368,10 @@ class CifarResNet(nn.Module):
             check_decision_values(filter_gates, images, "the filter gates", mode == "masked" or not policy.slice_filters)
         return decider, policy
 
-    def _loop(self, images, decider, mode, filter_gates, policy, plan, reads):
-        """Each block in turn, the way the plan says, else planned on its own input (a local decider)."""
-        batch = len(images)
+    def _loop(self, images, decider, mode, filter_gates, policy):
+        """Each block in turn, its decisions taken on its input (a local decider, or none in masked
+        mode) and, in skipped mode, the block planned on them alone."""
+        batch, reads = len(images), 0
         hidden = self.stem(images)
         taken, ways = [], []
         for index, block in enumerate(self.blocks):
@@ -317,21 +386,26 @@ class CifarResNet(nn.Module):
                         check_skipped_can_compute(run, self.training, f"the decisions for block {index}")
             filters = None if filter_gates is None else filter_gates[:, self.filter_gate_slices[index]]
             step = None
-            if plan is not None:
-                step = plan[index]
-            elif mode == "skipped" and uniform is not None and filters is None:
+            if mode == "skipped" and uniform is not None and filters is None:
                 step = uniform_block_run(uniform)
             elif mode == "skipped" and (run is not None or filters is not None):
                 # a local decider (AIG's gates) decides on this block's input: plan this block alone
                 step, read = plan_block(run, filters, block.filter_groups(), batch, policy)
                 reads += read
-            hidden = block(hidden, run, mode, filters, overwrite_input=True, step=step)   # our own intermediate
+            if step is None:
+                hidden = block(hidden, run, mode, filters)
+            else:   # planned: straight to the way it runs (a module call costs microseconds a block)
+                hidden = block.run_skipped(hidden, run, filters, step, overwrite_input=True)   # our own intermediate
             taken.append(run)
             ways.append("all" if step is None else step.how)
         return hidden, taken, ExecutionRecord(reads, tuple(ways))
 
     def _filter_groups(self) -> list[tuple[int, ...]]:
-        return [block.filter_groups() for block in self.blocks]
+        # the architecture's, fixed: worked out once (asking nine blocks costs ten microseconds a pass)
+        groups = self.__dict__.get("_gate_groups")
+        if groups is None:
+            groups = self.__dict__["_gate_groups"] = [block.filter_groups() for block in self.blocks]
+        return groups
 
     def execution_plan(self, images: torch.Tensor, decisions: torch.Tensor | None = None,
                        filter_gates: torch.Tensor | None = None) -> list[BlockRun]:
@@ -364,7 +438,9 @@ def check_images(images: torch.Tensor, dtype: torch.dtype | None = None, finite:
         name = lambda d: str(d).removeprefix("torch.")   # noqa: E731
         raise ValueError(f"the images are {name(images.dtype)}, the network's weights {name(dtype)}: "
                          f"convert one to the other (images.to({dtype}) or model.to({images.dtype}))")
-    if finite and images.device.type == "cpu":
+    # the sum is finite when every value is (one reduction: at batch 1 a third of the element-wise
+    # test's time); where it is not, the element-wise test decides (large values can overflow it)
+    if finite and images.device.type == "cpu" and not math.isfinite(images.sum().item()):
         bad = (~torch.isfinite(images)).flatten(1).any(1)
         if bool(bad.any()):
             raise ValueError(f"{int(bad.sum())} of the {len(images)} images hold NaN or inf (the first: image "

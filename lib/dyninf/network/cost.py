@@ -125,7 +125,9 @@ def network_cost(net: nn.Module, image_size: int = 32) -> NetworkCost:
     was_training = net.training
     try:
         net.eval()
-        with torch.no_grad():
+        # with autograd on, every layer runs as its module (the hooks see it); without, inference
+        # folds each batch norm into its convolution, a functional call that no module hook sees
+        with torch.enable_grad():
             net(torch.zeros(1, 3, image_size, image_size, device=parameter.device))
     finally:
         net.train(was_training)

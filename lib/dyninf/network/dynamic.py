@@ -81,12 +81,17 @@ class DynamicNetwork(nn.Module):
     def _forward(self, images: torch.Tensor, mode: str | None) -> tuple:
         mode = mode or (self.train_mode if self.training else self.eval_mode)
         probabilities = None
+        # a decider that looks at the images through a CifarResNet (the gater, the policy) has, in
+        # eval mode, checked them as the backbone would: not again
+        checked = not self.training and isinstance(getattr(self.decider, "extractor", None), CifarResNet)
         if self.kind is DeciderKind.FILTERS:   # a global gater (GaterNet)
             decisions = self.decider(images)
-            logits, record = self.backbone(images, mode=mode, filter_gates=decisions, return_record=True)
+            logits, record = self.backbone(images, mode=mode, filter_gates=decisions, return_record=True,
+                                           images_checked=checked)
         elif self.kind is DeciderKind.BLOCKS:   # a global policy (BlockDrop)
             decisions, probabilities = self.decider(images)
-            logits, record = self.backbone(images, decisions=decisions, mode=mode, return_record=True)
+            logits, record = self.backbone(images, decisions=decisions, mode=mode, return_record=True,
+                                           images_checked=checked)
         else:
             logits, decisions, record = self.backbone(images, decisions=self.decider, mode=mode,
                                                       return_decisions=True, return_record=True)

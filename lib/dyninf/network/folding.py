@@ -20,7 +20,7 @@ def derived(owner: nn.Module, name: str, sources: tuple[torch.Tensor, ...],
     """``compute()`` (run without autograd), cached on ``owner`` under ``name`` until a tensor of
     ``sources`` is modified in place (an optimizer step, ``load_state_dict``: a new version) or
     replaced (``.to()``: new storage). The cache is a plain attribute, not in the state dict."""
-    key = tuple(t._version for t in sources) + tuple(t.data_ptr() for t in sources)
+    key = [t._version for t in sources], [t.data_ptr() for t in sources]
     cached = owner.__dict__.get(_CACHE_PREFIX + name)
     if cached is None or cached[1] != key:
         with torch.no_grad():
@@ -49,7 +49,10 @@ def folding_sources(layer: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, ...]
 
     A train-mode forward pass updates the running statistics inside the batch-norm kernel without
     bumping their ``_version``; it does bump ``num_batches_tracked`` (incremented in place on every
-    such pass), so that counter is part of the key."""
-    tensors = (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-               getattr(bn, "num_batches_tracked", None))
+    such pass), so that counter is part of the key. Read from the modules' own dictionaries: this
+    runs before every folded layer, and ``nn.Module.__getattr__`` costs about a microsecond a tensor
+    (at batch 1 on a CPU, a tenth of what the folding saves)."""
+    parameters, bn_parameters, buffers = layer._parameters, bn._parameters, bn._buffers
+    tensors = (parameters["weight"], parameters.get("bias"), bn_parameters.get("weight"), bn_parameters.get("bias"),
+               buffers.get("running_mean"), buffers.get("running_var"), buffers.get("num_batches_tracked"))
     return tuple(t for t in tensors if t is not None)

@@ -40,6 +40,7 @@ from torch import nn
 from dyninf.network.folding import folded_conv_bn
 
 WAYS = ("skip", "all", "gather")
+NOT_FINITE_GATES = "the filter gates must be finite (1 = run, 0 = skip, another value scales the residual), got NaN or inf"
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ POLICIES = {"cpu": SkippingPolicy(),
 
 
 def policy_for(device: torch.device | str) -> SkippingPolicy:
-    return POLICIES.get(torch.device(device).type, SkippingPolicy())
+    kind = device.type if isinstance(device, torch.device) else torch.device(device).type
+    return POLICIES.get(kind, SkippingPolicy())
 
 
 # Convolution kernels (oneDNN on CPUs, tensor cores on GPUs) compute output channels in blocks of
@@ -99,6 +101,7 @@ class BlockRun:
 
 
 MASKED = BlockRun("all", scaled=True)   # masked mode for one block: nothing read back, nothing left out
+SKIP, ALL, ALL_SCALED = BlockRun("skip"), BlockRun("all"), MASKED   # the steps that need no indices
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,11 @@ def plan_execution(decisions: torch.Tensor | None, filter_gates: torch.Tensor | 
         host_decisions = None
         if filter_gates is None:
             host_decisions = values.cpu()                                      # the one read back
+        elif decisions is None and len(filter_gates) == 1:   # one image: its gates are the flags
+            gates = filter_gates.detach()[0].tolist()                           # the one read back
+            if not all(map(math.isfinite, gates)):
+                raise ValueError(NOT_FINITE_GATES)
+            open_flags, not_one = [gate != 0 for gate in gates], [gate != 1 for gate in gates]
         else:
             gates = filter_gates.detach()
             rows = torch.ones_like(gates, dtype=torch.bool) if decisions is None \
@@ -142,14 +150,17 @@ def plan_execution(decisions: torch.Tensor | None, filter_gates: torch.Tensor | 
             host = torch.cat(packet).cpu()                                     # the one read back
             if decisions is not None:
                 host_decisions, host = host[:decisions.numel()].view(decisions.shape), host[decisions.numel():]
-            if not math.isfinite(host[2 * width].item()):
-                raise ValueError("the filter gates must be finite (1 = run, 0 = skip, another value "
-                                 "scales the residual), got NaN or inf")
+            host = host.tolist()   # a few hundred flags: Python is cheaper than a tensor operation per group
+            if not math.isfinite(host[2 * width]):
+                raise ValueError(NOT_FINITE_GATES)
+            open_flags, not_one = host[:width], host[width:2 * width]
     ways, scaled, images = block_ways(host_decisions, len(filter_groups), batch, policy)
     keeps = gated = None
     if filter_gates is not None:
-        keeps, gated = _filters_to_compute(host[:width].bool(), host[width:2 * width].bool(), filter_groups)
+        keeps, gated = _filters_to_compute(open_flags, not_one, filter_groups)
     images, keeps = _to_device(images, keeps, device)
+    if keeps is None and not any(how == "gather" for how in ways):   # the common steps, made once
+        return [SKIP if how == "skip" else ALL_SCALED if scaled[block] else ALL for block, how in enumerate(ways)]
     return [BlockRun(how, images[block], scaled[block], None if keeps is None else keeps[block],
                      None if gated is None else gated[block])
             for block, how in enumerate(ways)]
@@ -162,6 +173,8 @@ def plan_block(run: torch.Tensor | None, filters: torch.Tensor | None, filter_gr
     filters = filters if policy.slice_filters else None
     if (run is None or not policy.plan_local_decisions) and filters is None:
         return MASKED, False
+    if filters is None and batch == 1:   # one image: its decision, read back, says it all
+        return uniform_block_run(run.item()), True
     return plan_execution(None if run is None else run[:, None], filters, [filter_groups], batch, policy)[0], True
 
 
@@ -171,7 +184,7 @@ def uniform_block_run(decision: float) -> BlockRun:
     if not math.isfinite(decision):
         raise ValueError(f"a decision must be finite (1 = run, 0 = skip, another value scales the "
                          f"residual), got {decision}")
-    return BlockRun("skip") if decision == 0 else BlockRun("all", scaled=decision != 1)
+    return SKIP if decision == 0 else ALL if decision == 1 else ALL_SCALED
 
 
 def block_ways(decisions: torch.Tensor | None, blocks: int, batch: int, policy: SkippingPolicy):
@@ -235,8 +248,9 @@ def _per_filter(running: torch.Tensor, filter_groups: Sequence[tuple[int, ...]])
 _BLOCK_OF_FILTER: dict = {}
 
 
-def _filters_to_compute(open_: torch.Tensor, not_one: torch.Tensor, filter_groups):
-    """Per block and gate group, on the host, the filters to compute:
+def _filters_to_compute(open_: list, not_one: list, filter_groups):
+    """Per block and gate group, on the host (``open_``, ``not_one``: a flag per gate, whether it is
+    open for some running image and whether it is other than 1 for one), the filters to compute:
     those open for some running image, padded with closed ones to a multiple of ``FILTER_BLOCK``,
     None for the whole group; and whether the gates on them must be applied."""
     chosen, gated, start = [], [], 0
@@ -244,20 +258,19 @@ def _filters_to_compute(open_: torch.Tensor, not_one: torch.Tensor, filter_group
         block_keeps, block_gated = [], []
         for size in groups:
             opened = open_[start:start + size]
-            keep = opened.nonzero().squeeze(1)
+            keep = [i for i, flag in enumerate(opened) if flag]
             padding = min(-len(keep) % FILTER_BLOCK, size - len(keep))
-            if len(keep) == 0:   # none open: filter 0 stands in (masked to zero), shapes stay valid
-                keep = keep.new_zeros(1)
-            elif padding:
-                closed = opened.logical_not().nonzero().squeeze(1)[:padding]
-                keep = torch.cat([keep, closed]).sort().values   # in order: all of them is the whole layer
-            whole = len(keep) == size
-            block_gated.append(bool(not_one[start:start + size][keep].any()))
-            block_keeps.append(None if whole else keep)
+            if not keep:   # none open: filter 0 stands in (masked to zero), shapes stay valid
+                keep = [0]
+            elif padding:   # in order: all of them is the whole layer
+                keep = sorted(keep + [i for i, flag in enumerate(opened) if not flag][:padding])
+            flags = not_one[start:start + size]
+            block_gated.append(any(flags[i] for i in keep))
+            block_keeps.append(None if len(keep) == size else torch.tensor(keep))
             start += size
-        chosen.append(block_keeps)
+        chosen.append(tuple(block_keeps))
         gated.append(tuple(block_gated))
-    return [tuple(block) for block in chosen], gated
+    return chosen, gated
 
 
 def _to_device(images: list, keeps: list | None, device: torch.device):
