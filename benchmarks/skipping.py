@@ -229,8 +229,8 @@ def goal_rows(table: pd.DataFrame) -> pd.DataFrame:
         if row["decider % of time"] == row["decider % of time"]:   # timed alone: a global decider
             macs = row["decider % of MACs"]
             share = row["decider % of time"] / macs
-            goal("decider: % of time / % of MACs", row, share, row.get("decider % of time low", float("nan")) / macs,
-                 row.get("decider % of time high", float("nan")) / macs, "<= 1.5", share <= 1.5)
+            goal("decider: % of time / % of MACs", row, share, row["decider % of time low"] / macs,
+                 row["decider % of time high"] / macs, "<= 1.5", share <= 1.5)
     largest = table[table.batch == table.batch.max()]
     if table.batch.max() > 1:
         for _, row in largest.iterrows():

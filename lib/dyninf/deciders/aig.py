@@ -19,12 +19,11 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_linear_bn_weights
 
 from dyninf.network.backbones import CifarResNet
 from dyninf.decisions import DeciderKind, check_batch_for_batch_norm
 from dyninf.network.dynamic import DynamicNetwork
-from dyninf.network.folding import derived, folding_sources
+from dyninf.network.folding import derived, folded_linear_bn, folding_sources, inferring
 from dyninf.network.inference import predict
 
 SKIP, RUN = 0, 1
@@ -76,7 +75,7 @@ class Gate(nn.Module):
         at batch 1 its time is the number of its operations, not their size: the batch norm
         folded into the first layer (cached), the mean pooling into its scale, and the second
         layer reduced to the one direction the margin depends on."""
-        if self.training or torch.is_grad_enabled():
+        if not inferring(self):
             logits = self(block_input)
             return logits[:, RUN] - logits[:, SKIP]
         transposed, bias, direction, offset = derived(self, "margin", self._sources(), self._margin_tensors)
@@ -93,8 +92,7 @@ class Gate(nn.Module):
         return folding_sources(modules["fc1"], modules["bn"]) + (fc2["weight"], fc2["bias"])
 
     def _margin_tensors(self) -> tuple[torch.Tensor, ...]:
-        weight, bias = fuse_linear_bn_weights(self.fc1.weight, self.fc1.bias, self.bn.running_mean,
-                                              self.bn.running_var, self.bn.eps, self.bn.weight, self.bn.bias)
+        weight, bias = folded_linear_bn(self.fc1, self.bn)
         return (weight.t().contiguous(), bias, self.fc2.weight[RUN] - self.fc2.weight[SKIP],
                 self.fc2.bias[RUN] - self.fc2.bias[SKIP])
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_linear_bn_weights
 
 from dyninf.network.backbones import CifarResNet, cifar_resnet
 from dyninf.network.cost import network_cost
-from dyninf.network.folding import derived, folding_sources
+from dyninf.network.folding import folded_linear_bn, inferring
 from dyninf.decisions import DeciderKind, check_batch_for_batch_norm
 
 
@@ -62,15 +61,10 @@ class Gater(nn.Module):
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         check_batch_for_batch_norm(self, len(images), "GaterNet's gater")
         features = self.extractor.features(images)
-        if self.training or torch.is_grad_enabled():
+        if not inferring(self):
             return self.fc2(torch.relu(self.bn(self.fc1(features))))
-        # inference: the batch norm folded into fc1 (cached), as the backbone folds its own
-        weight, bias = derived(self, "fc1_bn", folding_sources(self.fc1, self.bn), self._folded_fc1)
+        weight, bias = folded_linear_bn(self.fc1, self.bn)   # as the backbone folds its own
         return self.fc2(torch.addmm(bias, features, weight.t()).relu_())
-
-    def _folded_fc1(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return fuse_linear_bn_weights(self.fc1.weight, self.fc1.bias, self.bn.running_mean, self.bn.running_var,
-                                      self.bn.eps, self.bn.weight, self.bn.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return improved_semhash(self.logits(images).float(), self.training)

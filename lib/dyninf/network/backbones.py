@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dyninf.decisions import BlockDecider, as_decider
-from dyninf.network.folding import folded_conv_bn
+from dyninf.network.folding import inferring
 from dyninf.network.skipping import (MASKED, BlockRun, ExecutionRecord, SkippingPolicy, gather, plan_block,
                                      plan_execution, policy_for, scaled_residual, scatter_, sliced_conv_bn,
                                      uniform_block_run)
@@ -126,7 +126,7 @@ class ResidualBlock(nn.Module):
         operation where there were two, which at batch 1 on a CPU saves a sixth of a convolution's
         time), cut to the filters ``step`` keeps (None: all), and the gates applied only where
         ``step`` says some of them are not 1."""
-        if self.training or torch.is_grad_enabled():
+        if not inferring(self):
             return self.residual(x, filters)
         kept = step.filters if step is not None and step.filters is not None else None
         gated = step.gated if step is not None and step.gated is not None else None
@@ -214,10 +214,9 @@ class Stem(nn.Sequential):
     no autograd) the batch norm folded into the convolution, as in the blocks."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled():
+        if not inferring(self):
             return super().forward(images)
-        conv, bn = self[0], self[1]
-        return F.conv2d(images, *folded_conv_bn(conv, bn), conv.stride, conv.padding).relu_()
+        return sliced_conv_bn(images, self[0], self[1]).relu_()
 
 
 class Head(nn.Sequential):
@@ -226,7 +225,7 @@ class Head(nn.Sequential):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         layers = list(self._modules.values())
-        if self.training or torch.is_grad_enabled() or len(layers) < 2 or not isinstance(layers[0], nn.AdaptiveAvgPool2d):
+        if not inferring(self) or len(layers) < 2 or not isinstance(layers[0], nn.AdaptiveAvgPool2d):
             return super().forward(hidden)
         pooled = hidden.mean(dim=(2, 3))
         for layer in layers[2:]:

@@ -10,9 +10,15 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
+from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
 _CACHE_PREFIX = "_derived_"
+
+
+def inferring(module: nn.Module) -> bool:
+    """Whether ``module`` runs for inference, where its batch norms are folded: eval mode without
+    autograd (training normalises by the batch, and a gradient needs the layers as written)."""
+    return not module.training and not torch.is_grad_enabled()
 
 
 def derived(owner: nn.Module, name: str, sources: tuple[torch.Tensor, ...],
@@ -42,6 +48,16 @@ def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, t
                                  else torch.contiguous_format), bias
 
     return derived(conv, "conv_bn", folding_sources(conv, bn), compute)
+
+
+def folded_linear_bn(linear: nn.Linear, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of ``bn(linear(x))`` in eval mode as one linear layer (cached, as
+    ``folded_conv_bn``)."""
+    def compute():
+        return fuse_linear_bn_weights(linear.weight, linear.bias, bn.running_mean, bn.running_var, bn.eps,
+                                      bn.weight, bn.bias)
+
+    return derived(linear, "linear_bn", folding_sources(linear, bn), compute)
 
 
 def folding_sources(layer: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, ...]:
