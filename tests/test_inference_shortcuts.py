@@ -111,14 +111,21 @@ def test_one_image_s_decision_is_read_as_a_number_and_runs_its_block_as_a_plan_w
     plans = []
     plan = skipping.plan_execution
     monkeypatch.setattr(skipping, "plan_execution", lambda *args, **kwargs: plans.append(1) or plan(*args, **kwargs))
+    monkeypatch.setattr(backbones, "plan_block", lambda *args, **kwargs: plans.append(1) or plan(*args, **kwargs))
     ran = set()
     with torch.no_grad():
+        gate = net.decider.gate_for(net.decider.gated_blocks[0])
+        first = torch.full((1, gate.fc1.in_features, 8, 8), 0.5)
+        number = net.decider(net.decider.gated_blocks[0], first)
+        assert isinstance(number, float) and number == float(gate.margin(first).item() > gate.threshold.item())
         for image in images.split(1):
             logits, taken, record = net(image, mode="skipped", return_decisions=True, return_record=True)
             masked = net.backbone(image, decisions=taken, mode="masked")
             assert (logits - masked).abs().max() <= 1e-4
-            assert record.plan_reads == len(net.decider.gated_blocks)
+            assert record.plan_reads == len(net.decider.gated_blocks)   # each number was a read
             ran.update(record.ways)
+        _, masked_record = net(images[:1], mode="masked", return_record=True)
+    assert masked_record.plan_reads == len(net.decider.gated_blocks)   # read back in masked mode too
     assert plans == [] and ran == {"skip", "all"}         # both ways taken, neither planned
     steps = [skipping.plan_block(torch.tensor([value]), None, (16,), 1, skipping.policy_for("cpu"))
              for value in (0.0, 1.0, 0.5)]

@@ -10,8 +10,9 @@ import torch
 # A decider is called as decider(block_index, block_input) and returns a (batch,) tensor:
 # 1 = run block ``block_index`` for that image, 0 = skip it (other values scale the residual),
 # a number (float) when every image gets the same decision and the host knows it (stochastic
-# depth's batch mode: skipped mode then needs to read nothing back), or None when every image runs
-# it. Local gates (AIG) look at ``block_input``; global deciders (BlockDrop, a fixed tensor) ignore it.
+# depth's batch mode: skipped mode then needs to read nothing back; AIG's gates for one image on a
+# CPU, which read it back themselves and say so with ``numbers_read_back = True``), or None when
+# every image runs it. Local gates (AIG) look at ``block_input``; global deciders (BlockDrop, a fixed tensor) ignore it.
 BlockDecider = Callable[[int, torch.Tensor], Union[torch.Tensor, float, None]]
 
 

@@ -238,7 +238,8 @@ class CifarResNet(nn.Module):
 
     ``forward(images, decisions=None, mode="masked")``: ``decisions`` is None (plain ResNet), a
     (batch, num_blocks) tensor (1 = run, 0 = skip) or a decider called before each block as
-    ``decider(block_index, block_input)`` returning a (batch,) tensor, or None for "all run".
+    ``decider(block_index, block_input)`` returning a (batch,) tensor, a number for every image
+    (``dyninf.decisions``), or None for "all run".
     ``filter_gates``: None or (batch, num_filter_gates) gates on the residual branches' inner
     filters, block after block (``filter_gate_slices`` says which columns each block takes).
     """
@@ -371,6 +372,7 @@ class CifarResNet(nn.Module):
         """Each block in turn, its decisions taken on its input (a local decider, or none in masked
         mode) and, in skipped mode, the block planned on them alone."""
         batch, reads = len(images), 0
+        numbers_read = int(getattr(decider, "numbers_read_back", False))   # a decision as a number: one read
         hidden = self.stem(images)
         taken, ways = [], []
         for index, block in enumerate(self.blocks):
@@ -378,7 +380,8 @@ class CifarResNet(nn.Module):
             if decider is not None:
                 run = decider(index, hidden)
                 if isinstance(run, (int, float)):   # the same for every image, known on the host
-                    uniform, run = float(run), torch.full((batch,), float(run), device=images.device)
+                    uniform, reads = float(run), reads + numbers_read
+                    run = None if uniform == 1 else torch.full((batch,), uniform, device=images.device)
                 elif run is not None:
                     check_block_decisions(run, batch, index, images.device)
                     if mode == "skipped":
