@@ -12,7 +12,8 @@ import torch
 # a number (float) when every image gets the same decision and the host knows it (stochastic
 # depth's batch mode: skipped mode then needs to read nothing back; AIG's gates for one image on a
 # CPU, which read it back themselves and say so with ``numbers_read_back = True``), or None when
-# every image runs it. Local gates (AIG) look at ``block_input``; global deciders (BlockDrop, a fixed tensor) ignore it.
+# every image runs it. Local gates (AIG) look at ``block_input``; global deciders (BlockDrop, a
+# fixed tensor) ignore it.
 BlockDecider = Callable[[int, torch.Tensor], Union[torch.Tensor, float, None]]
 
 

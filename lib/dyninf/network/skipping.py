@@ -109,8 +109,8 @@ class ExecutionRecord:
     """How one forward pass of a network ran: ``plan_reads``, how many times it read decisions back
     to the host to plan skipped execution (1 for decisions known before the first block, one per
     gated block for a local decider, 0 in masked mode; a local decider that reads its own decisions
-    back, as AIG's gates do for one image on a CPU, counts one per gated block in either mode); ``ways``, how each block ran (one of
-    ``WAYS``; "all" in masked mode)."""
+    back, as AIG's gates do for one image on a CPU, counts one per gated block in either mode);
+    ``ways``, how each block ran (one of ``WAYS``; "all" in masked mode)."""
 
     plan_reads: int
     ways: tuple[str, ...]
