@@ -220,10 +220,22 @@ def test_a_loaded_run_is_named_relative_to_the_course(data, tmp_path, monkeypatc
     monkeypatch.setenv("DYNINF_HOME", str(tmp_path))
     monkeypatch.setenv("DYNINF_PROGRESS", "lines")
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05)
-    fit(_net(), data, config, tmp_path / "runs" / "tiny", device="cpu", description="tiny")
+    fit(_net(), data, config, tmp_path / "runs" / "tiny", device="cpu", description="tiny", progress=False)
     fit(_net(), data, config, tmp_path / "runs" / "tiny", device="cpu", description="tiny")
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("tiny: loaded from runs/tiny;") and str(tmp_path) not in last
+
+
+def test_a_run_is_reported_once_however_often_it_is_loaded(data, tmp_path, monkeypatch, capsys):
+    # notebook 05 loads the baseline once for itself and once for each network finetuned from it
+    monkeypatch.setenv("DYNINF_PROGRESS", "lines")
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.05)
+    for _ in range(3):
+        fit(_net(), data, config, tmp_path / "base", device="cpu", description="base")
+    fit(_net(), data, config, tmp_path / "other", device="cpu", description="other")
+    fit(_net(), data, config, tmp_path / "other", device="cpu", description="other")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(";")[0] for line in lines] == ["base: trained", "other: trained"], lines
 
 
 def test_an_unknown_progress_style_is_a_clear_error(data, monkeypatch):

@@ -136,6 +136,40 @@ def test_one_image_s_decision_is_read_as_a_number_and_runs_its_block_as_a_plan_w
         skipping.plan_block(torch.tensor([float("nan")]), None, (16,), 1, skipping.policy_for("cpu"))
 
 
+def test_one_image_s_number_is_the_batch_s_decision_for_that_image():
+    gates = _dynamic_networks("cpu")["AIG"].decider
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for index in gates.gated_blocks:
+            gate = gates.gate_for(index)
+            batch = torch.randn(32, gate.fc1.in_features, 8, 8, generator=generator).contiguous(
+                memory_format=torch.channels_last)
+            margins = gate.margin(batch).sort().values
+            gate.threshold.fill_((margins[15] + margins[16]).item() / 2)   # half run, none near the threshold
+            decided = gates(index, batch)
+            assert decided.sum() == 16
+            numbers = [gates(index, image) for image in batch.split(1)]
+            assert all(isinstance(number, float) for number in numbers)
+            assert torch.tensor(numbers).tolist() == decided.tolist()
+            one = batch[5:6]
+            gate.threshold.fill_(gate.margin(one).item())   # exactly at the threshold: it skips
+            assert gates(index, one) == 0.0
+            gate.threshold.fill_(torch.nextafter(gate.margin(one), torch.tensor(-float("inf"))).item())
+            assert gates(index, one) == 1.0
+            gate.threshold.fill_((margins[15] + margins[16]).item() / 2)
+            # a bfloat16 image is converted as margin converts it; under CPU autocast, a tensor as for a batch
+            half = batch[:1].to(torch.bfloat16)
+            assert gates(index, half) == float(gate.margin(half).item() > gate.threshold.item())
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                under_autocast = gates(index, batch[:1])
+            assert isinstance(under_autocast, torch.Tensor) and under_autocast.tolist() == decided[:1].tolist()
+    gates.train()
+    try:
+        assert isinstance(gates(gates.gated_blocks[0], batch[:2]), torch.Tensor)   # training samples
+    finally:
+        gates.eval()
+
+
 def test_one_image_s_filter_gates_are_planned_as_the_general_plan_plans_them():
     net = settled_resnet(20)
     groups = net._filter_groups()

@@ -16,11 +16,13 @@ import contextlib
 import os
 import sys
 import warnings
+from time import perf_counter
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 from torch.utils import benchmark
 
 from dyninf.data.batches import model_inputs
@@ -76,14 +78,10 @@ def time_breakdown(calls: dict[str, Callable], inputs: Sequence[tuple], min_run_
     mode's bookkeeping). The split comes from one pass over ``inputs`` under ``torch.profiler``,
     each operator's own time (its children's excluded) as a share of that pass's wall time, applied
     to the time measured without the profiler (which slows every operator a little)."""
-    from time import perf_counter
-
-    from torch.profiler import ProfilerActivity, profile
-
     timed = time_calls(calls, inputs, min_run_time, rounds)
     rows = []
     for name, call in calls.items():
-        with _native_stderr_silenced(), torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as profiled:
+        with native_stderr_silenced(), torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as profiled:
             start = perf_counter()
             for item in inputs:
                 call(*item)
@@ -98,7 +96,7 @@ def time_breakdown(calls: dict[str, Callable], inputs: Sequence[tuple], min_run_
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
+def native_stderr_silenced() -> Iterator[None]:
     """The process's standard error (file descriptor 2) sent nowhere within the block: PyTorch's
     profiler (kineto) writes its start, its stop and, in a CUDA build on a machine without a GPU, an
     error about the missing device there, from C++, where a notebook shows it as the cell's output."""

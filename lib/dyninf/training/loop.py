@@ -39,6 +39,7 @@ SCHEDULES = ("onecycle", "step")
 OPTIMIZERS = ("sgd", "adam")
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
+_REPORTED_RUNS: set[Path] = set()   # run folders whose line this process has printed
 
 
 @dataclass(frozen=True)
@@ -216,11 +217,16 @@ def _fit(model, data, config, run_dir, device, extra_losses, metrics, on_epoch_s
             _save_checkpoint(run_dir, config, model, optimizer, scheduler, history)
     epochs.close()
     model.eval()
-    if progress:  # a plain line that stays readable in executed notebooks, where bars do not
+    loaded = trained_before == config.epochs
+    # a plain line that stays readable in executed notebooks, where bars do not; a run already
+    # reported is not reported again when loaded (five networks finetuned from one baseline load it five times)
+    if progress and not (loaded and run_dir is not None and run_dir.resolve() in _REPORTED_RUNS):
         last = history[-1]
-        print(f"{description}: {'loaded from ' + shown_path(run_dir) if trained_before == config.epochs else 'trained'}"
+        print(f"{description}: {'loaded from ' + shown_path(run_dir) if loaded else 'trained'}"
               f"; {config.epochs} epoch{'s' if config.epochs != 1 else ''}, test accuracy {100 * last['test_accuracy']:.2f}%, "
               f"{sum(row['seconds'] for row in history):.0f} s of training")
+        if run_dir is not None:
+            _REPORTED_RUNS.add(run_dir.resolve())
     return pd.DataFrame(history)
 
 
