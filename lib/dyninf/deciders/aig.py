@@ -132,7 +132,7 @@ class AIGGates(nn.Module):
         if gate is None:
             return None  # downsampling blocks always run
         if not self.training:
-            if (len(block_input) == 1 and block_input.is_cpu and not torch.is_grad_enabled()
+            if (len(block_input) == 1 and block_input.is_cpu and inferring(gate)
                     and not torch.is_autocast_enabled("cpu")):
                 # One image on a CPU, where a read costs no wait: its decision as a number, which the
                 # backbone runs without checking or planning a tensor
